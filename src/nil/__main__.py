@@ -1,0 +1,5 @@
+import sys
+
+from nil.cli import main
+
+sys.exit(main())
