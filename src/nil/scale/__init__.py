@@ -1,0 +1,1 @@
+"""Scale layer: `nil sweep` runs many skills on Ray and collects their results."""
