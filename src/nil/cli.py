@@ -167,11 +167,12 @@ def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="sweep YAML file")],
     address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="sweep workspace")] = None,
+    num_cpus: Annotated[Optional[int], typer.Option("--num-cpus", help="CPUs of the local Ray (default: all)")] = None,
 ) -> None:
     """Many skills on Ray: robots x skills x seeds x reward ablations."""
     from nil.scale.sweep import sweep_command
 
-    sweep_command(sweep_file, address=address, out=out)
+    sweep_command(sweep_file, address=address, out=out, num_cpus=num_cpus)
 
 
 def main(argv: list[str] | None = None) -> int:
