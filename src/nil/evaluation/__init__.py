@@ -1,0 +1,1 @@
+"""Evaluation layer: rollouts, metrics, side-by-side video, HTML report, and the end-to-end pipeline."""

@@ -1,0 +1,186 @@
+"""Evaluation metrics on plain arrays: DTW joint RMSE, root-trajectory error, velocity ratio, IoU, episode totals.
+
+Everything here is numpy on hand-made or recorded trajectories, so it is tested on known answers
+(a trajectory against a time-shifted copy of itself, the teacher against itself).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from nil.errors import NilError
+
+
+@dataclass
+class DTWResult:
+    """An optimal warping path between two sequences and its per-pair squared-error statistics."""
+
+    path: np.ndarray  # [K, 2] int64 index pairs (i into a, j into b), monotone
+    total_sq: float  # sum over the path of ||a_i - b_j||^2
+    dim: int  # feature dimension of a and b
+
+    @property
+    def rmse(self) -> float:
+        """Root mean squared per-feature error along the path."""
+        return math.sqrt(self.total_sq / max(len(self.path) * self.dim, 1))
+
+
+def _as_2d(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise NilError(f"{name} must be a non-empty [T, D] array, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise NilError(f"{name} contains NaN or inf; the rollout diverged (check the physics / the policy)")
+    return x
+
+
+def dtw(a: np.ndarray, b: np.ndarray, *, slack: int | None = None, window: int | None = None) -> DTWResult:
+    """Dynamic time warping of a [Ta,D] against b [Tb,D] with squared-Euclidean local cost.
+
+    `slack` frames at either end of either sequence may stay unmatched (default: 10 % of the shorter
+    length), so a copy shifted by up to `slack` frames aligns at zero cost, while a sequence cannot
+    collapse onto a short piece of the other. `window` is a Sakoe-Chiba band around the diagonal
+    (default: unlimited).
+    """
+    a = _as_2d(a, "a")
+    b = _as_2d(b, "b")
+    if a.shape[1] != b.shape[1]:
+        raise NilError(f"cannot align sequences of {a.shape[1]} and {b.shape[1]} features")
+    ta, tb = len(a), len(b)
+    if slack is None:
+        slack = int(0.1 * min(ta, tb))
+    slack = max(0, min(int(slack), ta - 1, tb - 1))
+    cost = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    inf = float("inf")
+    # Padded accumulator: acc[i + 1, j + 1] is the best cost of a path ending at (i, j). Cells on one
+    # anti-diagonal depend only on the two before it, so each diagonal is one vectorised step.
+    acc = np.full((ta + 1, tb + 1), inf)
+    steps = np.zeros((ta, tb), dtype=np.int8)  # 0 diagonal, 1 from (i-1, j), 2 from (i, j-1), 3 start
+    scale = tb / ta
+    for k in range(ta + tb - 1):
+        i = np.arange(max(0, k - tb + 1), min(k, ta - 1) + 1)
+        j = k - i
+        cand = np.stack([acc[i, j], acc[i, j + 1], acc[i + 1, j]])  # diag, up, left
+        start = ((i == 0) & (j <= slack)) | ((j == 0) & (i <= slack))
+        cand = np.concatenate([cand, np.where(start, 0.0, inf)[None]])
+        s = cand.argmin(0)
+        best = cand[s, np.arange(len(i))]
+        if window is not None:
+            best = np.where(np.abs(j - i * scale) > window, inf, best)
+        acc[i + 1, j + 1] = best + cost[i, j]
+        steps[i, j] = s
+    acc = acc[1:, 1:]
+    ends = [(ta - 1, j) for j in range(tb - 1 - slack, tb)] + [(i, tb - 1) for i in range(ta - 1 - slack, ta - 1)]
+    # The end with the lowest cost per matched pair, so leaving frames unmatched is not rewarded twice.
+    best_end, best_val, best_path = None, inf, None
+    for end in ends:
+        if not np.isfinite(acc[end]):
+            continue
+        path = _backtrack(steps, end)
+        val = acc[end] / len(path)
+        if val < best_val - 1e-15:
+            best_end, best_val, best_path = end, val, path
+    if best_end is None:
+        raise NilError("DTW found no alignment inside the window; widen `window`")
+    return DTWResult(path=best_path, total_sq=float(acc[best_end]), dim=a.shape[1])
+
+
+def _backtrack(steps: np.ndarray, end: tuple[int, int]) -> np.ndarray:
+    i, j = end
+    out = [(i, j)]
+    while True:
+        s = steps[i, j]
+        if s == 3:
+            break
+        if s == 0:
+            i, j = i - 1, j - 1
+        elif s == 1:
+            i -= 1
+        else:
+            j -= 1
+        out.append((i, j))
+    return np.asarray(out[::-1], dtype=np.int64)
+
+
+def joint_rmse_dtw(agent_joints: np.ndarray, teacher_joints: np.ndarray, *, slack: int | None = None) -> float:
+    """Joint-angle RMSE (same unit as the inputs, radians for hinges) after DTW alignment."""
+    return dtw(agent_joints, teacher_joints, slack=slack).rmse
+
+
+def forward_distance(root_x: np.ndarray) -> float:
+    """Displacement along +x between the first and last sample."""
+    x = np.asarray(root_x, dtype=np.float64).reshape(-1)
+    if len(x) < 2:
+        return 0.0
+    return float(x[-1] - x[0])
+
+
+def mean_forward_velocity(root_x: np.ndarray, dt: float) -> float:
+    """Average +x velocity over the trajectory: (x_T - x_0) / (T dt)."""
+    x = np.asarray(root_x, dtype=np.float64).reshape(-1)
+    if dt <= 0:
+        raise NilError(f"dt must be positive, got {dt}")
+    if len(x) < 2:
+        return 0.0
+    return float((x[-1] - x[0]) / ((len(x) - 1) * dt))
+
+
+def velocity_ratio(agent_root_x: np.ndarray, teacher_root_x: np.ndarray, dt: float,
+                   teacher_dt: float | None = None) -> float:
+    """Agent mean forward velocity / the teacher's (1 = as fast as the teacher)."""
+    tv = mean_forward_velocity(teacher_root_x, teacher_dt or dt)
+    if abs(tv) < 1e-9:
+        raise NilError("the teacher does not move forward; a velocity ratio is undefined for it")
+    return mean_forward_velocity(agent_root_x, dt) / tv
+
+
+def root_trajectory_error(agent_root_xy: np.ndarray, teacher_root_xy: np.ndarray) -> float:
+    """Mean horizontal distance between the two root paths, both taken relative to their start, step by step.
+
+    Compared over the common length: an agent that falls early is scored on the steps it lived.
+    """
+    a = _as_2d(agent_root_xy, "agent_root_xy")[:, :2]
+    b = _as_2d(teacher_root_xy, "teacher_root_xy")[:, :2]
+    n = min(len(a), len(b))
+    a = a[:n] - a[0]
+    b = b[:n] - b[0]
+    return float(np.linalg.norm(a - b, axis=1).mean())
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-frame IoU of two [T,H,W] (or [H,W]) bool mask stacks; two empty masks count as IoU 1."""
+    a = np.asarray(a, dtype=bool)
+    b = np.asarray(b, dtype=bool)
+    if a.shape != b.shape:
+        raise NilError(f"mask shapes differ: {a.shape} vs {b.shape}; reference masks must match the render size")
+    axes = tuple(range(a.ndim - 2, a.ndim))
+    inter = np.logical_and(a, b).sum(axis=axes)
+    union = np.logical_or(a, b).sum(axis=axes)
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def summarize(values: list[float] | np.ndarray) -> dict[str, float]:
+    """Mean / std / min / max of per-episode numbers (NaNs ignored)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return {"mean": float("nan"), "std": float("nan"), "min": float("nan"), "max": float("nan")}
+    return {"mean": float(v.mean()), "std": float(v.std()), "min": float(v.min()), "max": float(v.max())}
+
+
+def aggregate_episodes(episodes: list[dict[str, float]]) -> dict[str, float]:
+    """Average every scalar metric over episodes (keys missing in some episodes are averaged where present)."""
+    keys: list[str] = []
+    for ep in episodes:
+        keys += [k for k in ep if k not in keys]
+    out: dict[str, float] = {}
+    for k in keys:
+        vals = [float(ep[k]) for ep in episodes if k in ep and isinstance(ep[k], (int, float, bool, np.number))]
+        if vals:
+            out[k] = float(np.mean(vals))
+    return out
