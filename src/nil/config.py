@@ -110,6 +110,8 @@ class EncoderConfig(_Strict):
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     batch_size: int = Field(default=64, ge=1)
+    revision: str | None = None  # hub revision of model_id
+    local_files_only: bool = False  # never touch the network (fail fast when the weights are not cached)
 
 
 class RewardConfig(_Strict):
@@ -126,9 +128,12 @@ class RewardConfig(_Strict):
     early_clip: Literal["repeat_first", "zero"] = "repeat_first"
     torque_coef: float = Field(default=1e-5, ge=0)
     action_rate_coef: float = Field(default=0.01, ge=0)
-    joint_vel_coef: float = Field(default=1e-4, ge=0)
-    foot_slip_coef: float = Field(default=0.1, ge=0)
-    tilt_coef: float = Field(default=0.5, ge=0)
+    joint_vel_coef: float = Field(default=1e-3, ge=0)
+    foot_slip_coef: float = Field(default=0.25, ge=0)
+    tilt_coef: float = Field(default=1.0, ge=0)
+    tilt_form: Literal["one_minus_up", "angle_sq"] = "one_minus_up"
+    iou_empty: float = Field(default=1.0, ge=0, le=1)  # S_M when agent and reference masks are both empty
+    nonfinite_reward: float | None = None  # None: raise on a non-finite reward; a value: use it for sim-flagged envs
     task_weight: float = Field(default=0.0, ge=0)
     target_speed: float = 1.0
 

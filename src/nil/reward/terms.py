@@ -1,0 +1,93 @@
+"""The reward terms as batched torch functions: S_M (IoU), S_V (clip similarity), the regularisers P, the task term.
+
+Every function takes tensors with a leading env dimension N and returns [N] float32 on the same device.
+Formulas and the reasons for each choice: docs/reward.md.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nil.sim.base import SimBatch
+
+
+def mask_frames(frames: torch.Tensor, masks: torch.Tensor, fill: tuple[int, int, int] | torch.Tensor) -> torch.Tensor:
+    """uint8 frames [...,H,W,3] with every pixel outside the bool mask [...,H,W] set to `fill` (RGB)."""
+    fill_t = torch.as_tensor(fill, dtype=torch.uint8, device=frames.device)
+    return torch.where(masks.to(frames.device).unsqueeze(-1), frames, fill_t)
+
+
+def iou(a: torch.Tensor, b: torch.Tensor, empty: float = 1.0) -> torch.Tensor:
+    """Per-env IoU of bool masks [N,H,W]; `empty` where both masks are empty (union = 0)."""
+    a = a.flatten(1).bool()
+    b = b.flatten(1).bool()
+    inter = (a & b).sum(1, dtype=torch.float32)
+    union = (a | b).sum(1, dtype=torch.float32)
+    return torch.where(union > 0, inter / union.clamp_min(1.0), torch.full_like(union, float(empty)))
+
+
+def video_similarity(z_agent: torch.Tensor, z_ref: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
+    """S_V per row of [N,D] embeddings: cosine similarity (CVPR) or -||z_ref - z_agent||_2 (arXiv v1)."""
+    za, zr = z_agent.float(), z_ref.float()
+    if metric == "cosine":
+        return torch.nn.functional.cosine_similarity(za, zr, dim=-1, eps=1e-8)
+    if metric == "neg_l2":
+        return -(zr - za).norm(dim=-1)
+    raise ValueError(f"unknown video metric {metric!r}; use cosine or neg_l2")
+
+
+def reg_torque(torque: torch.Tensor, coef: float) -> torch.Tensor:
+    """P_J = -c * sum_j tau_j^2 over actuators (actuator force units as the sim reports them)."""
+    return -coef * torque.float().square().sum(-1)
+
+
+def reg_action_rate(action: torch.Tensor, prev_action: torch.Tensor, coef: float) -> torch.Tensor:
+    """P_A = -c * sum_i (a_t,i - a_{t-1},i)^2 (actions in [-1, 1])."""
+    return -coef * (action.float() - prev_action.float()).square().sum(-1)
+
+
+def reg_joint_vel(joint_vel: torch.Tensor, coef: float) -> torch.Tensor:
+    """P_V = -c * sum_j qd_j^2 over the non-root joints (rad/s or m/s)."""
+    return -coef * joint_vel.float().square().sum(-1)
+
+
+def reg_foot_slip(foot_vel_xy: torch.Tensor, foot_contact: torch.Tensor, coef: float) -> torch.Tensor:
+    """P_F = -c * sum_feet ||v_xy|| * 1[contact] (horizontal foot speed while the foot touches the ground)."""
+    speed = foot_vel_xy.float().norm(dim=-1)
+    return -coef * (speed * foot_contact.float()).sum(-1)
+
+
+def reg_tilt(torso_up_z: torch.Tensor, coef: float, form: str = "one_minus_up") -> torch.Tensor:
+    """P_S = -c * (1 - up_z) (default) or -c * tilt_angle^2, tilt_angle = acos(up_z) in radians."""
+    up = torso_up_z.float().clamp(-1.0, 1.0)
+    if form == "one_minus_up":
+        return -coef * (1.0 - up)
+    if form == "angle_sq":
+        return -coef * torch.acos(up).square()
+    raise ValueError(f"unknown tilt form {form!r}; use one_minus_up or angle_sq")
+
+
+def tolerance_linear(x: torch.Tensor, lower: float, upper: float, margin: float) -> torch.Tensor:
+    """dm_control's tolerance with a linear sigmoid and value 0 at the margin: 1 inside [lower, upper]."""
+    dist = torch.where(x < lower, lower - x, torch.where(x > upper, x - upper, torch.zeros_like(x)))
+    if margin <= 0:
+        return (dist == 0).float()
+    return (1.0 - dist / margin).clamp(0.0, 1.0)
+
+
+def task_reward(batch: SimBatch, target_speed: float = 1.0) -> torch.Tensor:
+    """HumanoidBench-style walk reward in [0,1]: upright(torso up_z) x forward-speed(root v_x vs target_speed).
+
+    upright = tolerance(up_z, [0.9, inf), margin 1.9); move = (5*tolerance(v_x, [target, inf), margin target)+1)/6.
+    HumanoidBench's head-height and small-control factors are left out (no head height in a SimBatch; the
+    regularisers already cover control effort).
+    """
+    up = tolerance_linear(batch.torso_up_z.float(), 0.9, math.inf, 1.9)
+    vx = batch.root_lin_vel[:, 0].float()
+    if target_speed > 0:
+        move = (5.0 * tolerance_linear(vx, target_speed, math.inf, target_speed) + 1.0) / 6.0
+    else:  # standing still is the task: reward low horizontal speed instead
+        move = tolerance_linear(batch.root_lin_vel[:, :2].float().norm(dim=-1), 0.0, 0.0, 1.0)
+    return up * move

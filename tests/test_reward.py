@@ -1,0 +1,278 @@
+"""Reward terms and NILReward on hand-built SimBatches (no model weights; the encoder is a tiny torch module)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from nil.config import RewardConfig
+from nil.errors import EncoderError, SegmentationError, SimulationError
+from nil.reward import NILReward, iou, task_reward
+from nil.reward import terms as T
+from nil.sim.base import SimBatch
+
+H = W = 16
+
+
+def make_batch(n: int = 3, t: int | list[int] = 5, seed: int = 0, rest: bool = False, a_dim: int = 4) -> SimBatch:
+    """A SimBatch with random state (or a robot at rest: zero torques/velocities/action change, upright)."""
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
+    mask = torch.zeros(n, H, W, dtype=torch.bool)
+    for i in range(n):
+        mask[i, 2 + i : 10 + i, 3:11] = True
+    tt = torch.as_tensor(t if isinstance(t, list) else [t] * n, dtype=torch.long)
+    act = torch.rand(n, a_dim, generator=g) * 2 - 1
+    return SimBatch(
+        obs=r(n, 10),
+        rgb=torch.randint(0, 256, (n, H, W, 3), generator=g, dtype=torch.uint8),
+        mask=mask,
+        terminated=torch.zeros(n, dtype=torch.bool),
+        truncated=torch.zeros(n, dtype=torch.bool),
+        t=tt,
+        qpos=r(n, 9),
+        qvel=r(n, 8),
+        joint_vel=torch.zeros(n, 2) if rest else r(n, 2),
+        torque=torch.zeros(n, a_dim) if rest else r(n, a_dim) * 20,
+        action=act,
+        prev_action=act.clone() if rest else torch.rand(n, a_dim, generator=g) * 2 - 1,
+        foot_contact=torch.ones(n, 2, dtype=torch.bool),
+        foot_vel_xy=torch.zeros(n, 2, 2) if rest else r(n, 2, 2),
+        torso_up_z=torch.ones(n) if rest else torch.rand(n, generator=g) * 0.5 + 0.5,
+        root_pos=r(n, 3),
+        root_lin_vel=r(n, 3),
+        nonfinite=torch.zeros(n, dtype=torch.bool),
+    )
+
+
+def ref_masks(t_len: int = 12) -> torch.Tensor:
+    m = torch.zeros(t_len, H, W, dtype=torch.bool)
+    for t in range(t_len):
+        m[t, 4 : 12, t % 5 : t % 5 + 8] = True
+    return m
+
+
+class MeanPoolEncoder:
+    """A deterministic stand-in VideoEncoder: per-frame channel means through a fixed random projection."""
+
+    id = "meanpool"
+
+    def __init__(self, clip_len: int = 3, clip_stride: int = 2, dim: int = 8) -> None:
+        self.clip_len, self.clip_stride, self.background_fill = clip_len, clip_stride, (0, 0, 0)
+        self.proj = torch.randn(clip_len * 3, dim, generator=torch.Generator().manual_seed(1))
+        self.calls: list[int] = []
+
+    def embed(self, clips: torch.Tensor) -> torch.Tensor:
+        self.calls.append(clips.shape[0])
+        feats = clips.float().mean(dim=(2, 3)).flatten(1) / 255.0  # [B, L*3]
+        return feats @ self.proj.to(clips.device)
+
+
+def test_iou_known_shapes():
+    a = torch.zeros(4, 8, 8, dtype=torch.bool)
+    b = torch.zeros(4, 8, 8, dtype=torch.bool)
+    a[0, :4] = True
+    b[0, :4] = True  # identical
+    a[1, :4] = True
+    b[1, 4:] = True  # disjoint
+    a[2, :4] = True
+    b[2, 2:6] = True  # half overlap: 16 / 48
+    out = iou(a, b, empty=1.0)  # env 3: both empty
+    assert out.tolist() == pytest.approx([1.0, 0.0, 1 / 3, 1.0])
+    assert iou(a[3:], b[3:], empty=0.0).item() == 0.0
+    one_empty = iou(a[:1], torch.zeros(1, 8, 8, dtype=torch.bool))
+    assert one_empty.item() == 0.0
+
+
+def test_mask_frames_fills_background():
+    rgb = torch.full((1, 2, 2, 3), 200, dtype=torch.uint8)
+    m = torch.tensor([[[True, False], [False, True]]])
+    out = T.mask_frames(rgb, m, (1, 2, 3))
+    assert out[0, 0, 0].tolist() == [200, 200, 200] and out[0, 0, 1].tolist() == [1, 2, 3]
+
+
+def test_video_similarity_metrics():
+    z = torch.randn(5, 16)
+    assert torch.allclose(T.video_similarity(z, z), torch.ones(5), atol=1e-6)
+    assert torch.allclose(T.video_similarity(z, -z), -torch.ones(5), atol=1e-6)
+    assert torch.allclose(T.video_similarity(z, z, "neg_l2"), torch.zeros(5))
+    assert torch.allclose(T.video_similarity(z, z + 3.0 / 4.0, "neg_l2"), torch.full((5,), -3.0), atol=1e-5)
+
+
+def test_regularisers_nonpositive_and_zero_at_rest():
+    cfg = RewardConfig(use_video=False)
+    r = NILReward(cfg, ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu")
+    moving = r(make_batch(rest=False)).terms
+    resting = r(make_batch(rest=True)).terms
+    for k in ("reg_torque", "reg_action_rate", "reg_joint_vel", "reg_foot_slip", "reg_tilt", "reg"):
+        assert (moving[f"raw/{k}"] < 0).all(), k
+        assert torch.equal(resting[f"raw/{k}"], torch.zeros(3)), k
+    # documented formulas, checked against hand computation
+    b = make_batch()
+    assert torch.allclose(moving["raw/reg_torque"], -cfg.torque_coef * (b.torque**2).sum(1))
+    assert torch.allclose(moving["raw/reg_tilt"], -cfg.tilt_coef * (1 - b.torso_up_z))
+    slip = -cfg.foot_slip_coef * b.foot_vel_xy.norm(dim=-1).sum(1)
+    assert torch.allclose(moving["raw/reg_foot_slip"], slip)
+    # foot slip only counts feet in contact
+    b.foot_contact[:] = False
+    assert torch.equal(r(b).terms["raw/reg_foot_slip"], torch.zeros(3))
+    # tilt angle^2 form: 90 degrees -> (pi/2)^2
+    assert T.reg_tilt(torch.zeros(1), 1.0, "angle_sq").item() == pytest.approx(-(math.pi / 2) ** 2, rel=1e-5)
+
+
+def test_each_ablation_switch_removes_exactly_its_term():
+    enc = MeanPoolEncoder()
+    emb = torch.randn(12, 8)
+    kw = dict(ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu", encoder=enc, ref_embeddings=emb)
+    batches = [make_batch(t=i, seed=i) for i in range(4)]
+
+    def run(**over):
+        r = NILReward(RewardConfig(**{"task_weight": 0.5, **over}), **kw)
+        return [r(b) for b in batches][-1]
+
+    full = run()
+    w = full.terms
+    assert torch.allclose(full.total, w["weighted/video"] + w["weighted/iou"] + w["weighted/reg"] + w["weighted/task"])
+    for switch, term in (("use_video", "video"), ("use_iou", "iou"), ("use_reg", "reg")):
+        ablated = run(**{switch: False})
+        assert torch.allclose(full.total - ablated.total, w[f"weighted/{term}"], atol=1e-6), switch
+        assert (w[f"weighted/{term}"].abs() > 0).all(), term  # the term was not trivially zero
+    only_iou = run(use_video=False, use_reg=False, task_weight=0.0)
+    assert torch.allclose(only_iou.total, w["raw/iou"])
+    assert "raw/video" not in run(use_video=False).terms
+    weights = run(zeta=2.0, beta=3.0, eta=0.5)
+    assert torch.allclose(weights.terms["weighted/video"], 2.0 * w["raw/video"])
+    assert torch.allclose(weights.terms["weighted/iou"], 3.0 * w["raw/iou"])
+    assert torch.allclose(weights.terms["weighted/reg"], 0.5 * w["raw/reg"])
+    names = {f"{p}/{n}" for p in ("raw", "weighted") for n in
+             ("video", "iou", "reg_torque", "reg_action_rate", "reg_joint_vel", "reg_foot_slip", "reg_tilt", "reg",
+              "task")}
+    assert names == set(w)
+    assert all(v.shape == (3,) for v in w.values())
+
+
+def test_batched_equals_per_env():
+    enc = MeanPoolEncoder()
+    emb = torch.randn(12, 8)
+    cfg = RewardConfig(task_weight=1.0)
+    kw = dict(ref_masks=ref_masks(), action_dim=4, device="cpu", encoder=enc, ref_embeddings=emb)
+    batched = NILReward(cfg, num_envs=3, **kw)
+    single = [NILReward(cfg, num_envs=1, **kw) for _ in range(3)]
+    for step in range(7):  # env 1 resets at step 4 (t restarts at 0) so envs sit at different t
+        ts = [step, step if step < 4 else step - 4, step + 20]  # env 2: beyond the reference (clamped)
+        b = make_batch(t=ts, seed=step)
+        out = batched(b)
+        for i in range(3):
+            o = single[i](b.index(slice(i, i + 1)))
+            assert torch.allclose(out.total[i : i + 1], o.total, atol=1e-5)
+            for k in out.terms:
+                assert torch.allclose(out.terms[k][i : i + 1], o.terms[k], atol=1e-5), k
+
+
+def test_reference_index_is_t_clamped():
+    refm = ref_masks(6)
+    r = NILReward(RewardConfig(use_video=False), ref_masks=refm, num_envs=2, action_dim=4, device="cpu")
+    b = make_batch(n=2, t=[2, 99])
+    b.mask = torch.stack([refm[2], refm[5]])
+    assert r(b).terms["raw/iou"].tolist() == [1.0, 1.0]
+
+
+def test_early_clip_repeat_first_pads_with_each_own_frame0():
+    enc = MeanPoolEncoder(clip_len=3, clip_stride=2)  # clip spans 5 frames
+    refm = ref_masks()
+    r = NILReward(RewardConfig(), ref_masks=refm, num_envs=1, action_dim=4, device="cpu", encoder=enc,
+                  ref_embeddings=torch.randn(12, 8))
+    frames = [make_batch(n=1, t=i, seed=10 + i) for i in range(6)]
+    masked = [T.mask_frames(f.rgb[0], f.mask[0], (0, 0, 0)) for f in frames]
+    seen = []
+    orig = enc.embed
+    enc.embed = lambda c: (seen.append(c.clone()), orig(c))[1]
+    outs = [r(f) for f in frames]
+    assert all(o.video_valid.all() for o in outs)
+    # t=0: all three clip frames are frame 0; t=3: frames (0, 1, 3); t=5: frames (1, 3, 5)
+    for t, want in ((0, (0, 0, 0)), (1, (0, 0, 1)), (3, (0, 1, 3)), (4, (0, 2, 4)), (5, (1, 3, 5))):
+        assert torch.equal(seen[t][0], torch.stack([masked[i] for i in want])), t
+    # reset: the next batch is the new frame 0 of this env
+    r.reset()
+    r(make_batch(n=1, t=0, seed=99))
+    new0 = T.mask_frames(make_batch(n=1, t=0, seed=99).rgb[0], make_batch(n=1, t=0, seed=99).mask[0], (0, 0, 0))
+    assert torch.equal(seen[-1][0], new0.expand(3, -1, -1, -1))
+
+
+def test_early_clip_zero_mode_flags_until_full_clip():
+    enc = MeanPoolEncoder(clip_len=3, clip_stride=2)
+    r = NILReward(RewardConfig(early_clip="zero"), ref_masks=ref_masks(), num_envs=1, action_dim=4,
+                  device="cpu", encoder=enc, ref_embeddings=torch.randn(12, 8))
+    outs = [r(make_batch(n=1, t=i, seed=i)) for i in range(7)]
+    valid = [bool(o.video_valid[0]) for o in outs]
+    assert valid == [False] * 4 + [True] * 3
+    assert all(o.terms["raw/video"].item() == 0.0 for o in outs[:4])
+    assert all(o.terms["raw/video"].item() != 0.0 for o in outs[4:])
+    assert enc.calls == [1, 1, 1]  # the encoder does not run before a full clip exists
+
+
+def test_video_every_holds_value():
+    enc = MeanPoolEncoder()
+    r = NILReward(RewardConfig(video_every=3), ref_masks=ref_masks(), num_envs=2, action_dim=4, device="cpu",
+                  encoder=enc, ref_embeddings=torch.randn(12, 8))
+    vals = [r(make_batch(n=2, t=i, seed=i)).terms["raw/video"] for i in range(7)]
+    assert enc.calls == [2, 2, 2]  # t = 0, 3, 6
+    assert torch.equal(vals[0], vals[1]) and torch.equal(vals[1], vals[2])
+    assert not torch.equal(vals[2], vals[3])
+
+
+def test_use_video_without_encoder_raises():
+    with pytest.raises(EncoderError, match="use_video=false"):
+        NILReward(RewardConfig(), ref_masks=ref_masks(), num_envs=1, action_dim=4, device="cpu")
+    with pytest.raises(EncoderError, match="do not match"):
+        NILReward(RewardConfig(), ref_masks=ref_masks(12), num_envs=1, action_dim=4, device="cpu",
+                  encoder=MeanPoolEncoder(), ref_embeddings=torch.randn(5, 8))
+
+
+def test_mask_size_mismatch_raises():
+    r = NILReward(RewardConfig(use_video=False), ref_masks=torch.ones(4, 8, 8, dtype=torch.bool), num_envs=3,
+                  action_dim=4, device="cpu")
+    with pytest.raises(SegmentationError, match="same camera size"):
+        r(make_batch())
+
+
+def test_nonfinite_raises_never_zero():
+    r = NILReward(RewardConfig(use_video=False), ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu")
+    b = make_batch()
+    b.joint_vel[1, 0] = float("nan")
+    with pytest.raises(SimulationError, match=r"envs \[1\].*reg_joint_vel"):
+        r(b)
+    b.nonfinite[1] = True
+    r2 = NILReward(RewardConfig(use_video=False, nonfinite_reward=-5.0), ref_masks=ref_masks(), num_envs=3,
+                   action_dim=4, device="cpu")
+    out = r2(b)
+    assert out.total[1].item() == -5.0 and torch.isfinite(out.total).all()
+    b.nonfinite[1] = False  # not flagged by the sim: still an error
+    with pytest.raises(SimulationError):
+        r2(b)
+
+
+def test_task_reward_upright_and_speed():
+    b = make_batch(n=4, rest=True)
+    b.root_lin_vel = torch.tensor([[1.0, 0, 0], [2.0, 0, 0], [0.5, 0, 0], [0.0, 0, 0]])
+    b.torso_up_z = torch.tensor([1.0, 1.0, 1.0, -1.0])
+    r = task_reward(b, target_speed=1.0)
+    assert r.tolist() == pytest.approx([1.0, 1.0, (5 * 0.5 + 1) / 6, 0.0])
+    assert ((r >= 0) & (r <= 1)).all()
+    stand = task_reward(b, target_speed=0.0)
+    assert stand[3].item() == 0.0 and stand[0].item() == 0.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_follows_batch_device_cuda():
+    enc = MeanPoolEncoder()
+    r = NILReward(RewardConfig(), ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu", encoder=enc,
+                  ref_embeddings=torch.randn(12, 8))
+    cpu = NILReward(RewardConfig(), ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu", encoder=enc,
+                    ref_embeddings=r.ref_embeddings.clone())
+    b = make_batch(t=0)
+    out = r(b.to("cuda"))  # state follows the batch's device
+    assert out.total.device.type == "cuda"
+    assert torch.allclose(out.total.cpu(), cpu(b).total, atol=1e-4)
