@@ -535,6 +535,9 @@ def run_sweep(
                                                           else "sweep"))
     out = Path(out).resolve()
     title = spec.name or out.name
+    # resolved here, in the driver, so that a patched DEFAULT_TASK reaches the workers
+    task = DEFAULT_TASK if task is None else task
+    reference_task = DEFAULT_REFERENCE if reference_task is None else reference_task
     skills = expand_sweep(spec, out, sweep_dir=sweep_dir, source=source)
     axis_keys = list(spec.axes)
 
