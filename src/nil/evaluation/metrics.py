@@ -184,3 +184,53 @@ def aggregate_episodes(episodes: list[dict[str, float]]) -> dict[str, float]:
         if vals:
             out[k] = float(np.mean(vals))
     return out
+
+
+def episode_metrics(
+    ep, ref_masks: np.ndarray, *, dt: float, joint_idx: np.ndarray | None = None,
+    teacher_qpos: np.ndarray | None = None, teacher_root: np.ndarray | None = None,
+    teacher_dt: float | None = None,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Scalar metrics of one recorded Episode against the reference masks (and the teacher when given).
+
+    IoU is taken on steps 1..T-1 (the steps the reward sees; frame 0 is the shared reset pose). `mean_iou`
+    counts the steps after a fall as 0, so falling early cannot score well; `mean_iou_alive` ignores them.
+    Returns (metrics, per-step IoU over the whole horizon [T-1]).
+    """
+    t_ref = len(ref_masks)
+    n = min(ep.length, t_ref - 1)
+    per_step = np.zeros(max(t_ref - 1, 0))
+    if n > 0:
+        per_step[:n] = mask_iou(ref_masks[1 : n + 1], ep.mask[1 : n + 1])
+    root_x = ep.root_pos[:, 0]
+    m: dict[str, float] = {
+        "mean_iou": float(per_step.mean()) if len(per_step) else float("nan"),
+        "mean_iou_alive": float(per_step[:n].mean()) if n else 0.0,
+        "episode_length": float(ep.length),
+        "falls": float(ep.fell),
+        "forward_distance": forward_distance(root_x),
+        "mean_velocity": mean_forward_velocity(root_x, dt),
+    }
+    if len(ep.reward_total):
+        m["nil_return"] = float(np.sum(ep.reward_total))
+    terms = ep.reward_terms or {}
+    reg_keys = [k for k in terms if k.startswith("weighted/reg_")]
+    if "weighted/reg" in terms:
+        m["reg_total"] = float(np.sum(terms["weighted/reg"]))
+    elif reg_keys:
+        m["reg_total"] = float(sum(np.sum(terms[k]) for k in reg_keys))
+    for k in reg_keys:
+        m["reg/" + k.split("/", 1)[1]] = float(np.sum(terms[k]))
+    if "raw/video" in terms:
+        m["video_similarity"] = float(np.mean(terms["raw/video"]))
+    if ep.task is not None and len(ep.task):
+        m["task_reward"] = float(np.sum(ep.task))
+    if teacher_qpos is not None:
+        tdt = teacher_dt or dt
+        if teacher_root is None:
+            teacher_root = teacher_qpos[:, :3]
+        m["velocity_ratio"] = velocity_ratio(root_x, teacher_root[:, 0], dt, tdt)
+        m["root_traj_error"] = root_trajectory_error(ep.root_pos[:, :2], teacher_root[:, :2])
+        if joint_idx is not None and len(joint_idx):
+            m["joint_rmse_dtw"] = joint_rmse_dtw(ep.qpos[:, joint_idx], teacher_qpos[:, joint_idx])
+    return m, per_step
