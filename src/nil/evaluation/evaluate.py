@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -251,7 +251,7 @@ def evaluate(paths: SkillPaths, episodes: int = 1, *, force: bool = False, basel
                                  f"(target speed {cfg.reward.target_speed} m/s)",
                   "teacher": "the synthetic teacher's motion replayed kinematically through the same renderer"},
         "cache_key": key, "wall_s": round(time.perf_counter() - t_start, 2),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "git_revision": _git_revision(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"), "git_revision": _git_revision(),
     }
     atomic_write_json(paths.metrics, out)
     return out
