@@ -452,15 +452,13 @@ def build_report(paths: SkillPaths) -> str:
 
 
 def report_inputs_key(paths: SkillPaths) -> str:
-    """Fingerprint of everything the report shows (for `nil run`'s cache)."""
+    """Content fingerprint of everything the report shows (for `nil run`'s cache)."""
+    from nil.io import sha256_file
+
     files = [paths.config, paths.metrics, paths.meta, paths.segment_meta, paths.frame0, paths.frame0_mask,
              paths.video, paths.side_by_side]
-    tb = sorted((paths.train).rglob("events.out.tfevents.*")) if paths.train.exists() else []
-    fp = []
-    for p in files + tb:
-        if p.exists():
-            st = p.stat()
-            fp.append((str(p.relative_to(paths.root)), st.st_size, st.st_mtime_ns))
+    tb = sorted(paths.train.rglob("events.out.tfevents.*")) if paths.train.exists() else []
+    fp = [(str(p.relative_to(paths.root)), sha256_file(p)) for p in files + tb if p.exists()]
     return sha256_json(fp)
 
 
