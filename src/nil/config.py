@@ -72,8 +72,13 @@ class GeneratorConfig(_Strict):
     vae_tiling: bool = False
     steps: int = Field(default=50, ge=1, le=1000)
     guidance: float = Field(default=6.0, ge=0)
-    num_frames: int = Field(default=49, ge=2, le=2000)
-    fps: float = Field(default=8.0, gt=0, le=240)
+    # None: the model family's native length/rate (CogVideoX 49 @ 8 fps, Wan 81 @ 16, LTX 121 @ 25,
+    # SVD 25 @ 7); for the synthetic teacher fps None = 25 (a video model's rate; retiming brings it to
+    # the control rate) and the length comes from `seconds`.
+    num_frames: int | None = Field(default=None, ge=2, le=2000)
+    fps: float | None = Field(default=None, gt=0, le=240)
+    height: int | None = Field(default=None, ge=16, le=4096)  # model input size; None: the family's default
+    width: int | None = Field(default=None, ge=16, le=4096)
     negative_prompt: str | None = None
     seed: int = 0
     # file
@@ -83,6 +88,8 @@ class GeneratorConfig(_Strict):
     teacher_checkpoint: str | None = None
     seconds: float = Field(default=4.0, gt=0, le=120)
     gait_hz: float = Field(default=1.5, gt=0)
+    gait_amplitude: float = Field(default=1.0, gt=0, le=3)  # scales the CPG's joint amplitudes
+    teacher_background: Literal["scene", "flat"] = "scene"  # flat: non-robot pixels -> camera.background
     retime: RetimeConfig = RetimeConfig()
 
 
