@@ -55,21 +55,26 @@ def register_generator(name: str) -> Callable[[GeneratorFactory], GeneratorFacto
     return deco
 
 
-def _load_builtin() -> None:
-    # Imported lazily: diffusers/torch and mujoco are heavy and each generator needs only one of them.
-    from nil.reference.generators import diffusers_i2v, file, synthetic  # noqa: F401
+# Built-in generators, imported on first use: diffusers/torch and mujoco are heavy, each needs one.
+_BUILTIN = {
+    "diffusers": "nil.reference.generators.diffusers_i2v",
+    "file": "nil.reference.generators.file",
+    "synthetic": "nil.reference.generators.synthetic",
+}
 
 
 def list_generators() -> list[str]:
     """Names usable as `generator.name`."""
-    _load_builtin()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(_BUILTIN))
 
 
 def make_generator(cfg: SkillConfig) -> VideoGenerator:
     """The generator `cfg.generator.name` names, configured from the skill config."""
-    _load_builtin()
+    import importlib
+
     name = cfg.generator.name
+    if name not in _REGISTRY and name in _BUILTIN:
+        importlib.import_module(_BUILTIN[name])
     if name not in _REGISTRY:
-        raise ConfigError(f"generator.name: unknown generator {name!r}; choose one of {sorted(_REGISTRY)}")
+        raise ConfigError(f"generator.name: unknown generator {name!r}; choose one of {list_generators()}")
     return _REGISTRY[name](cfg)
