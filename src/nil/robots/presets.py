@@ -123,7 +123,8 @@ def preset_path(name: str, *, download: bool = True) -> tuple[Path, str]:
 
 
 def _model_name(model: mujoco.MjModel) -> str:
-    raw = bytes(model.names[: model.names.tobytes().find(b"\0")]).decode(errors="replace").strip()
+    names = bytes(model.names)
+    raw = names[: names.find(b"\0")].decode(errors="replace").strip()
     return raw or "custom"
 
 

@@ -126,6 +126,7 @@ class EnvGroup:
         self.torso = spec.torso_id(m)
         self.feet = spec.feet_ids(m)
         self.cos_tilt = math.cos(math.radians(spec.max_tilt_deg))
+        self._gear = m.actuator_gear[:, 0].copy()
         robot_geom = spec.robot_geom_mask(m)
         self._geom_is_robot = robot_geom
         # geom -> foot index (-1 when not part of a foot's subtree)
@@ -179,7 +180,8 @@ class EnvGroup:
             d.ctrl[:] = self.ctrl_offset + self.ctrl_scale * a
             bad_before = sum(d.warning[w].number for w in _BAD_WARNINGS)
             mujoco.mj_step(m, d, nstep=self.substeps)
-            b["torque"][i] = d.actuator_force
+            # joint-space torque of each actuator (actuator force times its gear), the paper's torque term
+            b["torque"][i] = d.actuator_force * self._gear
             bad = sum(d.warning[w].number for w in _BAD_WARNINGS) > bad_before
             bad = bad or not (np.isfinite(d.qpos).all() and np.isfinite(d.qvel).all())
             if not bad:

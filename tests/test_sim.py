@@ -1,0 +1,233 @@
+"""CPU MuJoCo backend: the SimBatch contract, workers vs in-process parity, falls, resets, failures."""
+
+from __future__ import annotations
+
+import math
+
+import mujoco
+import numpy as np
+import pytest
+import torch
+
+from nil.config import CameraConfig, RobotConfig, SimConfig
+from nil.errors import NilError, SimulationError
+from nil.robots import get_robot
+from nil.sim import make_sim
+from nil.sim.base import BatchedSim
+from nil.sim.mujoco_envs import EnvGroup, layout_size, map_buffers, model_dims
+
+CAM = CameraConfig(width=48, height=48)
+
+
+@pytest.fixture(scope="module")
+def ant():
+    return get_robot("ant", camera=CAM)
+
+
+def _actions(n: int, a: int, steps: int, seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(n, a, generator=g) * 2 - 1 for _ in range(steps)]
+
+
+def _group(spec, n: int = 1, **kw) -> tuple[EnvGroup, dict[str, np.ndarray]]:
+    model = spec.load_model()
+    dims = model_dims(spec, model, n)
+    bufs = map_buffers(bytearray(layout_size(dims)[0]), dims)
+    return EnvGroup(spec, bufs, 0, n, model=model, **kw), bufs
+
+
+def test_batch_contract_in_process(ant) -> None:
+    sim = make_sim(ant, SimConfig(num_workers=0), num_envs=3, horizon=4, seed=0)
+    try:
+        assert isinstance(sim, BatchedSim)
+        m = ant.load_model()
+        assert sim.obs_dim == m.nq - 2 + m.nv + 1 and sim.action_dim == m.nu == 8
+        assert sim.image_hw == (48, 48) and sim.device == torch.device("cpu")
+        b = sim.reset()
+        assert b.obs.shape == (3, sim.obs_dim) and b.obs.dtype == torch.float32
+        assert b.rgb.shape == (3, 48, 48, 3) and b.rgb.dtype == torch.uint8
+        assert b.mask.shape == (3, 48, 48) and b.mask.dtype == torch.bool
+        assert b.qpos.shape == (3, m.nq) and b.joint_vel.shape == (3, m.nv - 6)
+        assert b.foot_contact.shape == (3, 4) and b.foot_vel_xy.shape == (3, 4, 2)
+        assert b.t.tolist() == [0, 0, 0] and not b.terminated.any() and not b.truncated.any()
+        assert torch.equal(b.obs[:, : m.nq - 2], b.qpos[:, 2:])
+        assert torch.equal(b.obs[:, m.nq - 2 : -1], b.qvel)
+        assert (b.action == 0).all() and (b.prev_action == 0).all()
+        assert (b.torso_up_z > 0.99).all()
+        assert b.mask.float().mean() > 0.01
+        a1 = torch.full((3, 8), 0.5)
+        b = sim.step(a1)
+        # ant motors: gear 150, ctrl = action -> joint torque 75 (before any limit)
+        torch.testing.assert_close(b.torque, torch.full((3, 8), 75.0))
+        b = sim.step(torch.full((3, 8), 5.0))  # clipped to 1
+        assert (b.action == 1).all() and (b.prev_action == 0.5).all()
+        b = sim.step(torch.zeros(3, 8))
+        assert b.t.tolist() == [3, 3, 3] and not b.truncated.any()
+        assert b.obs[:, -1].tolist() == pytest.approx([0.75] * 3)  # phase = t / horizon
+        b = sim.step(torch.zeros(3, 8))
+        assert b.truncated.all() and b.obs[:, -1].tolist() == pytest.approx([1.0] * 3)
+    finally:
+        sim.close()
+        sim.close()  # twice is fine
+    with pytest.raises(SimulationError, match="closed"):
+        sim.step(torch.zeros(3, 8))
+
+
+def test_bad_actions_raise(ant) -> None:
+    sim = make_sim(ant, SimConfig(num_workers=0), num_envs=2)
+    try:
+        sim.reset()
+        with pytest.raises(SimulationError, match="shape"):
+            sim.step(torch.zeros(2, 3))
+        with pytest.raises(SimulationError, match="NaN"):
+            sim.step(torch.full((2, 8), float("nan")))
+    finally:
+        sim.close()
+
+
+def test_workers_match_in_process_and_partial_reset(ant) -> None:
+    acts = _actions(4, 8, 6)
+    out = {}
+    for nw in (0, 2):
+        sim = make_sim(ant, SimConfig(num_workers=nw, reset_noise=0.05), num_envs=4, seed=7)
+        try:
+            sim.reset()
+            for a in acts:
+                b = sim.step(a)
+            before = b.clone()
+            r = sim.reset(torch.tensor([1, 3]))
+            out[nw] = (before, r.clone())
+        finally:
+            sim.close()
+    (b0, r0), (b2, r2) = out[0], out[2]
+    torch.testing.assert_close(b0.obs, b2.obs, rtol=0, atol=0)
+    assert torch.equal(b0.mask, b2.mask) and torch.equal(b0.rgb, b2.rgb)
+    torch.testing.assert_close(r0.obs, r2.obs, rtol=0, atol=0)
+    # envs 0 and 2 untouched by the reset, 1 and 3 back at t=0 with zeroed actions
+    for k in (0, 2):
+        assert torch.equal(r0.obs[k], b0.obs[k]) and torch.equal(r0.mask[k], b0.mask[k]) and r0.t[k] == 6
+    for k in (1, 3):
+        assert r0.t[k] == 0 and (r0.action[k] == 0).all() and not torch.equal(r0.qpos[k], b0.qpos[k])
+    assert not torch.equal(r0.qpos[1], r0.qpos[3])  # per-env noise streams
+
+
+def test_reset_noise_is_seeded(ant) -> None:
+    sims = [make_sim(ant, SimConfig(num_workers=0, reset_noise=0.1), num_envs=2, seed=s) for s in (3, 3, 4)]
+    try:
+        q = [s.reset().qpos.clone() for s in sims]
+    finally:
+        for s in sims:
+            s.close()
+    assert torch.equal(q[0], q[1]) and not torch.equal(q[0], q[2])
+    assert (q[0][:, 7:] - q[2][:, 7:]).abs().max() <= 0.2 + 1e-6
+
+
+def test_pushed_over_robot_terminates(ant) -> None:
+    group, bufs = _group(ant, reset_noise=0.0)
+    group.reset()
+    assert not bufs["terminated"][0]
+    d = group.datas[0]
+    # tip the torso 100 degrees about x: its up axis points below the horizon
+    ang = math.radians(100)
+    d.qpos[3:7] = [math.cos(ang / 2), math.sin(ang / 2), 0, 0]
+    bufs["action_in"][:] = 0
+    group.step()
+    assert bufs["terminated"][0] and not bufs["nonfinite"][0]
+    assert bufs["torso_up_z"][0] < math.cos(math.radians(ant.max_tilt_deg))
+    group.reset()
+    d.qpos[2] = 0.05  # root below the fall height
+    group.step()
+    assert bufs["terminated"][0]
+    group.close()
+
+
+def test_nonfinite_state_terminates_and_reset_restores(ant) -> None:
+    group, bufs = _group(ant, reset_noise=0.0)
+    group.reset()
+    group.datas[0].qvel[7] = np.nan
+    group.step()
+    assert bufs["nonfinite"][0] and bufs["terminated"][0]
+    assert np.isfinite(bufs["obs"][0]).all()  # never hand NaN to the learner
+    group.reset()
+    assert not bufs["nonfinite"][0] and not bufs["terminated"][0]
+    group.close()
+
+
+def test_feet_touch_the_floor_after_settling(ant) -> None:
+    sim = make_sim(ant, SimConfig(num_workers=0, reset_noise=0.0), num_envs=1)
+    try:
+        sim.reset()
+        for _ in range(30):
+            b = sim.step(torch.zeros(1, 8))
+        assert b.foot_contact.all()
+        assert b.foot_vel_xy.abs().max() < 0.05  # standing still: no slip
+        assert not b.terminated.any()
+    finally:
+        sim.close()
+
+
+def test_same_state_renders_identically(ant) -> None:
+    group, bufs = _group(ant, reset_noise=0.0)
+    group.reset()
+    rgb1, mask1 = bufs["rgb"][0].copy(), bufs["mask"][0].copy()
+    rgb2, mask2 = group.renderer.render(group.datas[0])
+    iou = (mask1 & mask2).sum() / (mask1 | mask2).sum()
+    assert iou == 1.0 and np.array_equal(rgb1, rgb2)
+    group.close()
+
+
+def test_mask_is_exactly_the_robot_geoms(ant) -> None:
+    """Hiding the robot's geoms (alpha 0) must empty the mask; the floor never counts."""
+    spec = ant
+    model = spec.load_model()
+    from nil.sim.render import RobotRenderer
+
+    d = mujoco.MjData(model)
+    d.qpos[:] = spec.initial_qpos(model)
+    mujoco.mj_forward(model, d)
+    with RobotRenderer(model, spec) as r:
+        _, mask = r.render(d)
+        assert mask.any()
+        model.geom_rgba[spec.robot_geom_mask(model), 3] = 0.0
+        _, mask_hidden = r.render(d)
+    assert not mask_hidden.any()
+
+
+def test_dead_worker_raises_instead_of_hanging(ant) -> None:
+    sim = make_sim(ant, SimConfig(num_workers=2), num_envs=2)
+    try:
+        sim.reset()
+        sim._procs[1].kill()
+        sim._procs[1].wait()
+        with pytest.raises(SimulationError, match="worker 1"):
+            sim.step(torch.zeros(2, 8))
+    finally:
+        sim.close()
+    assert all(p.poll() is not None for p in sim._procs)
+
+
+def test_worker_start_failure_is_reported(tmp_path) -> None:
+    spec = get_robot("ant", RobotConfig(), CAM)
+    spec.mjcf_path = str(tmp_path / "gone.xml")  # the worker cannot load it
+    with pytest.raises((SimulationError, NilError)):
+        make_sim(spec, SimConfig(num_workers=1), num_envs=1)
+
+
+def test_unknown_backend_message(ant) -> None:
+    cfg = SimConfig()
+    object.__setattr__(cfg, "backend", "bullet")
+    with pytest.raises(NilError, match="sim.backend"):
+        make_sim(ant, cfg)
+
+
+def test_humanoid_sizes_match_the_model(menagerie_root) -> None:
+    spec = get_robot("unitree_h1", camera=CAM)
+    sim = make_sim(spec, SimConfig(num_workers=0), num_envs=1)
+    try:
+        b = sim.reset()
+        assert sim.obs_dim == 26 - 2 + 25 + 1 and sim.action_dim == 19
+        assert b.foot_contact.shape == (1, 2) and b.torque.shape == (1, 19)
+        b = sim.step(torch.zeros(1, 19))
+        assert b.foot_contact.all()  # standing on both feet at the keyframe
+    finally:
+        sim.close()
