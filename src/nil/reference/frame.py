@@ -66,10 +66,16 @@ def write_frame0(paths: SkillPaths, spec: RobotSpec, background: tuple[int, int,
 
 def frame_command(robot: str, out: Path, width: int = 224, height: int = 224) -> Frame0:
     """`nil frame`: render e0 of a robot into OUT/frame0.png and OUT/frame0_mask.png."""
+    from pydantic import ValidationError
+
     from nil.config import CameraConfig
+    from nil.errors import ConfigError
     from nil.robots import get_robot
 
-    cam = CameraConfig(width=width, height=height)
+    try:
+        cam = CameraConfig(width=width, height=height)
+    except ValidationError as e:
+        raise ConfigError(f"--width/--height: {e.errors()[0]['msg']} (got {width}x{height})") from None
     spec = get_robot(robot, camera=cam)
     paths = SkillPaths(Path(out))
     f0 = write_frame0(paths, spec, tuple(cam.background))
