@@ -276,3 +276,15 @@ def test_follows_batch_device_cuda():
     out = r(b.to("cuda"))  # state follows the batch's device
     assert out.total.device.type == "cuda"
     assert torch.allclose(out.total.cpu(), cpu(b).total, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 5), (2, 37, 41), (2, 224, 224), (1, 600, 601)])
+def test_packed_iou_matches_definition(shape):
+    g = torch.Generator().manual_seed(0)
+    for p in (0.0, 0.02, 0.5, 1.0):
+        a = torch.rand(shape, generator=g) < p
+        b = torch.rand(shape, generator=g) < p
+        inter = (a & b).flatten(1).sum(1).double()
+        union = (a | b).flatten(1).sum(1).double()
+        want = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).float()
+        assert torch.allclose(iou(a, b), want), p

@@ -55,6 +55,7 @@ class NILReward:
                 f"reference masks must be [T,H,W] with T >= 1, got {tuple(ref_masks.shape)}; re-run `nil segment`"
             )
         self.ref_masks = ref_masks.to(self.device).bool()
+        self._ref_words = T.pack_masks(self.ref_masks)
         self.num_ref = int(self.ref_masks.shape[0])
         self.encoder = encoder
         self.ref_embeddings: torch.Tensor | None = None
@@ -96,7 +97,7 @@ class NILReward:
         if device == self.device:
             return
         self.device = device
-        self.ref_masks = self.ref_masks.to(device)
+        self.ref_masks, self._ref_words = self.ref_masks.to(device), self._ref_words.to(device)
         self._held, self._held_ok = self._held.to(device), self._held_ok.to(device)
         if self._hist is not None:
             self.ref_embeddings = self.ref_embeddings.to(device)  # type: ignore[union-attr]
@@ -118,8 +119,9 @@ class NILReward:
         self._count = torch.where(fresh, torch.zeros_like(self._count), self._count)
         self._ptr = torch.where(fresh, torch.zeros_like(self._ptr), self._ptr)
         self._held_ok &= ~fresh
-        ar = torch.arange(self.num_envs, device=self.device)
-        self._hist[ar, self._ptr] = frames
+        # flat index_copy_/index_select: torch's CPU advanced indexing is ~100x slower on these shapes
+        flat = self._hist.view(-1, *self._hist.shape[2:])
+        flat.index_copy_(0, torch.arange(self.num_envs, device=self.device) * self.hist_len + self._ptr, frames)
         self._ptr = (self._ptr + 1) % self.hist_len
         self._count = (self._count + 1).clamp_max(self.hist_len)
 
@@ -129,7 +131,9 @@ class NILReward:
         back = torch.minimum(self._back.unsqueeze(0), (count - 1).clamp_min(0).unsqueeze(1))  # [M,L]
         newest = (self._ptr[env_ids] - 1) % self.hist_len
         slots = (newest.unsqueeze(1) - back) % self.hist_len
-        return self._hist[env_ids.unsqueeze(1), slots]
+        flat = self._hist.view(-1, *self._hist.shape[2:])
+        rows = (env_ids.unsqueeze(1) * self.hist_len + slots).flatten()
+        return flat.index_select(0, rows).view(len(env_ids), self.clip_len, *self._hist.shape[2:])
 
     # ------------------------------------------------------------------ the reward
     def _video(self, batch: SimBatch, ref_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +148,8 @@ class NILReward:
         todo = torch.nonzero(due & valid).flatten()
         if todo.numel():
             z = self.encoder.embed(self._clips(todo))  # type: ignore[union-attr]
-            s = T.video_similarity(z.to(self.device), self.ref_embeddings[ref_idx[todo]], cfg.video_metric)
+            zr = self.ref_embeddings.index_select(0, ref_idx[todo])  # type: ignore[union-attr]
+            s = T.video_similarity(z.to(self.device), zr, cfg.video_metric)
             self._held[todo] = s.to(self._held.dtype)
             self._held_ok[todo] = True
         return torch.where(valid, self._held, torch.zeros_like(self._held)), valid
@@ -172,7 +177,8 @@ class NILReward:
             raw["video"], valid = self._video(batch, ref_idx)
             weighted["video"] = cfg.zeta * raw["video"]
 
-        raw["iou"] = T.iou(batch.mask, self.ref_masks[ref_idx], cfg.iou_empty)
+        ref_words = self._ref_words.index_select(0, ref_idx)
+        raw["iou"] = T.iou_packed(T.pack_masks(batch.mask), ref_words, cfg.iou_empty)
         weighted["iou"] = cfg.beta * raw["iou"] if cfg.use_iou else zeros
 
         raw["reg_torque"] = T.reg_torque(batch.torque, cfg.torque_coef)

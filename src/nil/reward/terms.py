@@ -19,13 +19,48 @@ def mask_frames(frames: torch.Tensor, masks: torch.Tensor, fill: tuple[int, int,
     return torch.where(masks.to(frames.device).unsqueeze(-1), frames, fill_t)
 
 
+_LANES = 8  # bytes per int64 word
+_MAX_CHUNK = 255  # words summed per chunk: each byte lane stays <= 255, so lanes never carry into each other
+
+
+def _chunk_for(words: int) -> int:
+    """Largest divisor of `words` <= 255 (no padding copy), or 255 when that divisor is tiny."""
+    for d in range(min(_MAX_CHUNK, words), 31, -1):
+        if words % d == 0:
+            return d
+    return _MAX_CHUNK
+
+
+def pack_masks(x: torch.Tensor) -> torch.Tensor:
+    """bool [N,H,W] -> int64 [N,K]: 8 mask bytes (each 0 or 1) per word, zero-padded to whole chunks.
+
+    torch's bool reductions are slow on CPU; AND and counting on these words is >=10x faster, same result.
+    """
+    x = x.reshape(x.shape[0], -1).bool().contiguous().view(torch.uint8)
+    pad = (-x.shape[1]) % _LANES
+    words = (x.shape[1] + pad) // _LANES
+    pad += ((-words) % _chunk_for(words)) * _LANES
+    if pad:
+        x = torch.nn.functional.pad(x, (0, pad))
+    return x.view(torch.int64)
+
+
+def count_packed(w: torch.Tensor) -> torch.Tensor:
+    """Number of set mask pixels per row of pack_masks output (a byte-lane popcount), int64 [N]."""
+    lanes = w.view(w.shape[0], -1, _chunk_for(w.shape[1])).sum(-1)  # each byte lane = a partial count <= 255
+    return lanes.view(torch.uint8).view(w.shape[0], -1).sum(-1)
+
+
+def iou_packed(wa: torch.Tensor, wb: torch.Tensor, empty: float = 1.0) -> torch.Tensor:
+    """IoU of two pack_masks outputs [N,K]; `empty` where both masks are empty."""
+    inter = count_packed(wa & wb)
+    union = (count_packed(wa) + count_packed(wb) - inter).float()
+    return torch.where(union > 0, inter.float() / union.clamp_min(1.0), torch.full_like(union, float(empty)))
+
+
 def iou(a: torch.Tensor, b: torch.Tensor, empty: float = 1.0) -> torch.Tensor:
     """Per-env IoU of bool masks [N,H,W]; `empty` where both masks are empty (union = 0)."""
-    a = a.flatten(1).bool()
-    b = b.flatten(1).bool()
-    inter = (a & b).sum(1, dtype=torch.float32)
-    union = (a | b).sum(1, dtype=torch.float32)
-    return torch.where(union > 0, inter / union.clamp_min(1.0), torch.full_like(union, float(empty)))
+    return iou_packed(pack_masks(a), pack_masks(b), empty)
 
 
 def video_similarity(z_agent: torch.Tensor, z_ref: torch.Tensor, metric: str = "cosine") -> torch.Tensor:
@@ -71,7 +106,7 @@ def reg_tilt(torso_up_z: torch.Tensor, coef: float, form: str = "one_minus_up") 
 
 def tolerance_linear(x: torch.Tensor, lower: float, upper: float, margin: float) -> torch.Tensor:
     """dm_control's tolerance with a linear sigmoid and value 0 at the margin: 1 inside [lower, upper]."""
-    dist = torch.where(x < lower, lower - x, torch.where(x > upper, x - upper, torch.zeros_like(x)))
+    dist = (lower - x).clamp_min(0.0) + (x - upper).clamp_min(0.0)  # 0 inside, distance to the bound outside
     if margin <= 0:
         return (dist == 0).float()
     return (1.0 - dist / margin).clamp(0.0, 1.0)
