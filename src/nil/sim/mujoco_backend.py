@@ -208,7 +208,12 @@ class MujocoSim:
             except OSError:
                 self._fail(f"simulator worker {k} is gone (exit code {self._procs[k].poll()}); "
                            "create a new simulator")
-        self._wait(ks, STEP_TIMEOUT, {CMD_STEP: "step", CMD_RESET: "reset"}.get(cmd, "command"))
+        try:
+            self._wait(ks, STEP_TIMEOUT, {CMD_STEP: "step", CMD_RESET: "reset"}.get(cmd, "command"))
+        except BaseException:
+            # Ctrl-C (or any error) mid-command leaves replies in flight: this simulator is unusable now.
+            self.close()
+            raise
 
     # ------------------------------------------------------------------- API
     def _make_batch(self) -> SimBatch:
