@@ -9,6 +9,8 @@ in the robot's body subtree. Shadows, reflections, skybox and MSAA are off (~10x
 from __future__ import annotations
 
 import math
+import os
+import sys
 
 import mujoco
 import numpy as np
@@ -16,6 +18,20 @@ import numpy as np
 from nil.errors import RobotError
 from nil.gl import ensure_offscreen_gl
 from nil.robots.spec import RobotSpec
+
+
+def _gl_context_class() -> type:
+    """mujoco's GLContext; EGL instead of GLFW when mujoco was imported before MUJOCO_GL was set and no display exists."""
+    cls = mujoco.GLContext
+    if "glfw" in getattr(cls, "__module__", "") and not os.environ.get("DISPLAY") and "OpenGL" not in sys.modules:
+        os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+        try:
+            from mujoco.egl import GLContext as EGLContext
+
+            return EGLContext
+        except Exception:
+            return cls
+    return cls
 
 
 class RobotRenderer:
@@ -31,7 +47,7 @@ class RobotRenderer:
         self._gl = None
         self._ctx = None
         try:
-            self._gl = mujoco.GLContext(self.width, self.height)
+            self._gl = _gl_context_class()(self.width, self.height)
             self._gl.make_current()
             self._ctx = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
         except Exception as e:  # no usable OpenGL
