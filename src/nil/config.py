@@ -87,7 +87,7 @@ class GeneratorConfig(_Strict):
     teacher: Literal["cpg", "policy"] = "cpg"
     teacher_checkpoint: str | None = None
     seconds: float = Field(default=4.0, gt=0, le=120)
-    gait_hz: float = Field(default=1.5, gt=0)
+    gait_hz: float | None = Field(default=None, gt=0, le=10)  # None: the robot's tuned CPG frequency
     gait_amplitude: float = Field(default=1.0, gt=0, le=3)  # scales the CPG's joint amplitudes
     teacher_background: Literal["scene", "flat"] = "scene"  # flat: non-robot pixels -> camera.background
     retime: RetimeConfig = RetimeConfig()
