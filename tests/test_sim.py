@@ -173,6 +173,13 @@ def test_same_state_renders_identically(ant) -> None:
     rgb2, mask2 = group.renderer.render(group.datas[0])
     iou = (mask1 & mask2).sum() / (mask1 | mask2).sum()
     assert iou == 1.0 and np.array_equal(rgb1, rgb2)
+    # a second GL context in the same process must not disturb the first (it used to turn it black)
+    from nil.sim.render import RobotRenderer
+
+    with RobotRenderer(group.model, ant) as other:
+        rgb3, mask3 = other.render(group.datas[0])
+    rgb4, mask4 = group.renderer.render(group.datas[0])
+    assert np.array_equal(rgb3, rgb1) and np.array_equal(rgb4, rgb1) and np.array_equal(mask4, mask1)
     group.close()
 
 

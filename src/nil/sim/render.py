@@ -105,6 +105,9 @@ class RobotRenderer:
         if self._ctx is None:
             raise RuntimeError("RobotRenderer is closed")
         self._gl.make_current()
+        # re-bind our offscreen buffer every time: creating another MjrContext in this process leaves
+        # this one drawing into a stale framebuffer state (black frames) until it is bound again
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._ctx)
         self._update(data)
         flags = self._scene.flags
         if rgb_out is not None:
@@ -140,9 +143,15 @@ class RobotRenderer:
     def close(self) -> None:
         """Free the GL context (safe to call twice)."""
         if self._ctx is not None and self._gl is not None:
+            # as_current restores whichever context was current: close() may run from the garbage
+            # collector in the middle of another renderer's GL calls.
             try:
-                self._gl.make_current()
-                self._ctx.free()
+                if hasattr(self._gl, "as_current"):
+                    with self._gl.as_current():
+                        self._ctx.free()
+                else:
+                    self._gl.make_current()
+                    self._ctx.free()
             except Exception:
                 pass
         self._ctx = None
