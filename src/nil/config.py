@@ -174,6 +174,16 @@ class RLConfig(_Strict):
     keep_checkpoints: int = Field(default=3, ge=1)
     video_interval: int = Field(default=10_000, ge=1)
     device: str = "auto"
+    # learner details (nil.rl.agents); None = the algorithm's own default
+    pessimism: float | None = None  # critics combined as mean - pessimism*|q1-q2|/2; None: 1 (SAC = min), 0 (BRO)
+    weight_decay: float | None = Field(default=None, ge=0)  # None: 0 for SAC (Adam), 1e-4 for BRO (AdamW)
+    kl_target: float = Field(default=0.05, gt=0)  # BRO optimistic actor: per-dimension KL target
+    std_multiplier: float = Field(default=0.75, gt=0)  # BRO optimistic actor std = conservative std * this
+    init_optimism: float = Field(default=1.0, gt=0)
+    init_kl_weight: float = Field(default=0.25, gt=0)
+    adjustment_lr: float = Field(default=3e-5, gt=0)  # Adam lr of BRO's optimism / KL-weight duals
+    log_interval: int = Field(default=1_000, ge=1)  # env steps between TensorBoard scalar writes
+    torch_threads: int | None = Field(default=None, ge=1)  # CPU threads for torch (None: 1 for a CPU learner)
 
 
 class SimConfig(_Strict):
