@@ -288,3 +288,22 @@ def test_packed_iou_matches_definition(shape):
         union = (a | b).flatten(1).sum(1).double()
         want = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).float()
         assert torch.allclose(iou(a, b), want), p
+
+
+def test_partial_reset_batch_does_not_duplicate_frames():
+    """Calling the reward on a partial reset's batch leaves the untouched envs' history alone."""
+    enc = MeanPoolEncoder(clip_len=3, clip_stride=1)
+    kw = dict(ref_masks=ref_masks(), action_dim=4, device="cpu", encoder=enc, ref_embeddings=torch.randn(12, 8))
+    a, ref = NILReward(RewardConfig(), num_envs=2, **kw), NILReward(RewardConfig(), num_envs=2, **kw)
+    steps = [make_batch(n=2, t=i, seed=i) for i in range(4)]
+    for b in steps[:3]:
+        a(b), ref(b)
+    # env 0 resets after t=2: the sim returns a batch where only env 0 changed (t=0); env 1 stays at t=2
+    reset_batch = make_batch(n=2, t=[0, 2], seed=50)
+    reset_batch.rgb[1], reset_batch.mask[1] = steps[2].rgb[1], steps[2].mask[1]
+    a.reset(torch.tensor([0]))
+    held = a(reset_batch).terms["raw/video"][1]
+    assert held == ref(steps[2]).terms["raw/video"][1]  # env 1: same frame, same value
+    nxt = make_batch(n=2, t=[1, 3], seed=3)
+    nxt.rgb[1], nxt.mask[1] = steps[3].rgb[1], steps[3].mask[1]
+    assert torch.allclose(a(nxt).terms["raw/video"][1], ref(steps[3]).terms["raw/video"][1])

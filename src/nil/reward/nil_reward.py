@@ -30,7 +30,11 @@ class RewardOutput:
 
 
 class NILReward:
-    """The NIL reward for N parallel envs; call it on every SimBatch, including the one reset() returns."""
+    """The NIL reward for N parallel envs; call it on every SimBatch, including the ones reset() returns.
+
+    An env whose t did not change since the previous call (the untouched envs of a partial reset's batch)
+    keeps its frame history and held S_V.
+    """
 
     def __init__(
         self,
@@ -56,6 +60,7 @@ class NILReward:
             )
         self.ref_masks = ref_masks.to(self.device).bool()
         self._ref_words = T.pack_masks(self.ref_masks)
+        self._ref_counts = T.count_packed(self._ref_words)
         self.num_ref = int(self.ref_masks.shape[0])
         self.encoder = encoder
         self.ref_embeddings: torch.Tensor | None = None
@@ -90,6 +95,7 @@ class NILReward:
         self._hist = torch.zeros(self.num_envs, self.hist_len, h, w, 3, dtype=torch.uint8, device=self.device)
         self._ptr = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)  # slot of the next write
         self._count = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)  # frames since reset
+        self._last_t = torch.full((self.num_envs,), -1, dtype=torch.long, device=self.device)  # t of newest frame
         self._back = (self.clip_len - 1 - torch.arange(self.clip_len, device=self.device)) * self.clip_stride
 
     def _to(self, device: torch.device) -> None:
@@ -98,10 +104,12 @@ class NILReward:
             return
         self.device = device
         self.ref_masks, self._ref_words = self.ref_masks.to(device), self._ref_words.to(device)
+        self._ref_counts = self._ref_counts.to(device)
         self._held, self._held_ok = self._held.to(device), self._held_ok.to(device)
         if self._hist is not None:
             self.ref_embeddings = self.ref_embeddings.to(device)  # type: ignore[union-attr]
             self._hist, self._ptr, self._count = self._hist.to(device), self._ptr.to(device), self._count.to(device)
+            self._last_t = self._last_t.to(device)
             self._back = self._back.to(device)
 
     # ------------------------------------------------------------------ episode bookkeeping
@@ -112,18 +120,25 @@ class NILReward:
         if self._hist is not None:
             self._count[ids] = 0
             self._ptr[ids] = 0
+            self._last_t[ids] = -1
 
-    def _push(self, frames: torch.Tensor, t: torch.Tensor) -> None:
-        # A batch at t == 0 is a fresh episode even if reset() was not called for it.
-        fresh = t == 0
+    def _push(self, frames: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Append each env's frame unless this env's t was already seen (a partial reset's batch); -> new [N]."""
+        t = t.long()
+        new = (t != self._last_t) | (self._count == 0)
+        # A new batch at t == 0 is a fresh episode even if reset() was not called for it.
+        fresh = new & (t == 0)
         self._count = torch.where(fresh, torch.zeros_like(self._count), self._count)
         self._ptr = torch.where(fresh, torch.zeros_like(self._ptr), self._ptr)
         self._held_ok &= ~fresh
+        ids = torch.nonzero(new).flatten()
         # flat index_copy_/index_select: torch's CPU advanced indexing is ~100x slower on these shapes
         flat = self._hist.view(-1, *self._hist.shape[2:])
-        flat.index_copy_(0, torch.arange(self.num_envs, device=self.device) * self.hist_len + self._ptr, frames)
-        self._ptr = (self._ptr + 1) % self.hist_len
-        self._count = (self._count + 1).clamp_max(self.hist_len)
+        flat.index_copy_(0, ids * self.hist_len + self._ptr.index_select(0, ids), frames.index_select(0, ids))
+        self._ptr = torch.where(new, (self._ptr + 1) % self.hist_len, self._ptr)
+        self._count = torch.where(new, (self._count + 1).clamp_max(self.hist_len), self._count)
+        self._last_t = t
+        return new
 
     def _clips(self, env_ids: torch.Tensor) -> torch.Tensor:
         """[M,clip_len,H,W,3] clip ending at the newest frame; offsets before frame 0 repeat frame 0."""
@@ -138,13 +153,13 @@ class NILReward:
     # ------------------------------------------------------------------ the reward
     def _video(self, batch: SimBatch, ref_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
-        self._push(T.mask_frames(batch.rgb, batch.mask, self.background_fill), batch.t)
+        new = self._push(T.mask_frames(batch.rgb, batch.mask, self.background_fill), batch.t)
         valid = (
             self._count >= self.hist_len
             if cfg.early_clip == "zero"
             else torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
         )
-        due = ((batch.t % cfg.video_every) == 0) | ~self._held_ok
+        due = (new & ((batch.t % cfg.video_every) == 0)) | ~self._held_ok
         todo = torch.nonzero(due & valid).flatten()
         if todo.numel():
             z = self.encoder.embed(self._clips(todo))  # type: ignore[union-attr]
@@ -178,7 +193,8 @@ class NILReward:
             weighted["video"] = cfg.zeta * raw["video"]
 
         ref_words = self._ref_words.index_select(0, ref_idx)
-        raw["iou"] = T.iou_packed(T.pack_masks(batch.mask), ref_words, cfg.iou_empty)
+        ref_counts = self._ref_counts.index_select(0, ref_idx)
+        raw["iou"] = T.iou_packed(T.pack_masks(batch.mask), ref_words, cfg.iou_empty, ref_counts)
         weighted["iou"] = cfg.beta * raw["iou"] if cfg.use_iou else zeros
 
         raw["reg_torque"] = T.reg_torque(batch.torque, cfg.torque_coef)

@@ -51,10 +51,12 @@ def count_packed(w: torch.Tensor) -> torch.Tensor:
     return lanes.view(torch.uint8).view(w.shape[0], -1).sum(-1)
 
 
-def iou_packed(wa: torch.Tensor, wb: torch.Tensor, empty: float = 1.0) -> torch.Tensor:
-    """IoU of two pack_masks outputs [N,K]; `empty` where both masks are empty."""
+def iou_packed(
+    wa: torch.Tensor, wb: torch.Tensor, empty: float = 1.0, count_b: torch.Tensor | None = None
+) -> torch.Tensor:
+    """IoU of two pack_masks outputs [N,K]; `empty` where both masks are empty; count_b = count_packed(wb)."""
     inter = count_packed(wa & wb)
-    union = (count_packed(wa) + count_packed(wb) - inter).float()
+    union = (count_packed(wa) + (count_packed(wb) if count_b is None else count_b) - inter).float()
     return torch.where(union > 0, inter.float() / union.clamp_min(1.0), torch.full_like(union, float(empty)))
 
 
@@ -74,7 +76,7 @@ def video_similarity(z_agent: torch.Tensor, z_ref: torch.Tensor, metric: str = "
 
 
 def reg_torque(torque: torch.Tensor, coef: float) -> torch.Tensor:
-    """P_J = -c * sum_j tau_j^2 over actuators (actuator force units as the sim reports them)."""
+    """P_J = -c * sum_j tau_j^2 over actuators (joint-space torques, as SimBatch.torque reports them)."""
     return -coef * torque.float().square().sum(-1)
 
 
