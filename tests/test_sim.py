@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from nil.config import CameraConfig, RobotConfig, SimConfig
+from nil.config import CameraConfig, SimConfig
 from nil.errors import NilError, SimulationError
 from nil.robots import get_robot
 from nil.sim import make_sim
@@ -213,11 +213,10 @@ def test_dead_worker_raises_instead_of_hanging(ant) -> None:
     assert all(p.poll() is not None for p in sim._procs)
 
 
-def test_worker_start_failure_is_reported(tmp_path) -> None:
-    spec = get_robot("ant", RobotConfig(), CAM)
-    spec.mjcf_path = str(tmp_path / "gone.xml")  # the worker cannot load it
-    with pytest.raises((SimulationError, NilError)):
-        make_sim(spec, SimConfig(num_workers=1), num_envs=1)
+def test_worker_start_failure_is_reported(ant, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUJOCO_GL", "no_such_gl")  # only the worker processes see this
+    with pytest.raises(SimulationError, match="start failed: worker 0"):
+        make_sim(ant, SimConfig(num_workers=1), num_envs=1)
 
 
 def test_unknown_backend_message(ant) -> None:

@@ -140,11 +140,17 @@ class MujocoSim:
         bounds = np.linspace(0, self.num_envs, self.num_workers + 1).round().astype(int)
         self._slices = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         self._finalizer = weakref.finalize(self, _shutdown, self._procs, path)
+        # the worker must import this very copy of nil (e.g. a source tree put on sys.path at run time)
+        import nil
+
+        env = dict(os.environ)
+        src = os.path.dirname(os.path.dirname(os.path.abspath(nil.__file__)))
+        env["PYTHONPATH"] = os.pathsep.join([src] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         try:
             for start, stop in self._slices:
                 p = subprocess.Popen(
                     [sys.executable, "-m", "nil.sim._worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    bufsize=0, close_fds=True,
+                    bufsize=0, close_fds=True, env=env,
                 )
                 self._procs.append(p)
                 args = {"spec": self.spec, "dims": self.dims, "shm_path": path, "start": start, "stop": stop,
