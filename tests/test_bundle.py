@@ -84,7 +84,8 @@ def test_cache_hit_skips_generator_and_changes_invalidate(skill):
     assert skill.calls["n"] == 1
     meta2 = bundle.generate_reference(skill.paths, skill.cfg)
     assert skill.calls["n"] == 1  # same inputs: cache hit
-    assert meta2["generator"] == "file"
+    assert meta2["generator"] == "file" and meta2["cached"] is True
+    assert "cached" not in json.loads(skill.paths.meta.read_text())
     changed = skill.cfg.model_copy(update={"skill": "running"})
     meta3 = bundle.generate_reference(skill.paths, changed)
     assert skill.calls["n"] == 2  # new prompt: regenerated

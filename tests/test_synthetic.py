@@ -50,7 +50,8 @@ def test_ant_bundle_walks_forward_with_aligned_ground_truth(tmp_path):
     assert ref.num_frames == len(teacher["qpos"]) and ref.fps == 100.0
 
     # same inputs: cache hit; a different gait: regenerated
-    assert bundle.generate_reference(paths, cfg)["created"] == meta["created"]
+    again = bundle.generate_reference(paths, cfg)
+    assert again["cached"] is True and again["created"] == meta["created"]
     faster = cfg.model_copy(deep=True)
     faster.generator.gait_amplitude = 0.9
     assert bundle.generate_reference(paths, faster)["cache_key"] != meta["cache_key"]

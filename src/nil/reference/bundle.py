@@ -145,7 +145,7 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
     old = _read_meta(paths)
     if not force and old is not None and old.get("cache_key") == key and _bundle_complete(paths, old):
         console.print(f"[green]reference cached[/green] ({old['generator']}, key {key[:12]}): {paths.reference}")
-        return old
+        return {**old, "cached": True}
 
     _clean_stale_tmp(paths)
     tmp = paths.root / f"{_TMP_PREFIX}{uuid.uuid4().hex[:8]}"
@@ -217,7 +217,7 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
     warn = generator.info.get("warning") if isinstance(generator.info, dict) else None
     if warn:
         console.print(f"[yellow]warning:[/yellow] {warn}")
-    return meta
+    return {**meta, "cached": False}
 
 
 def generate_command(directory: Path, force: bool = False) -> dict[str, Any]:
@@ -234,9 +234,10 @@ def generate_command(directory: Path, force: bool = False) -> dict[str, Any]:
     console.print(f"reference ({src}): {meta['num_frames']} frames @ {meta['fps']:g} fps -> "
                   f"{meta['retimed_num_frames']} frames @ {meta['retimed_fps']:g} Hz "
                   f"(horizon {meta['horizon']} steps, {meta['retime']['method']} retiming)")
+    verb = "cached (unchanged inputs; --force redoes it):" if meta.get("cached") else "wrote"
     print(f"wrote {paths.frame0}, {paths.frame0_mask}")
-    print(f"wrote {paths.video}, {paths.retimed}" + (f", {paths.teacher}" if meta.get("synthetic") else ""))
-    print(f"wrote {paths.meta}")
+    print(f"{verb} {paths.video}, {paths.retimed}" + (f", {paths.teacher}" if meta.get("synthetic") else ""))
+    print(f"{verb} {paths.meta}")
     return meta
 
 
