@@ -99,10 +99,13 @@ class SegmenterConfig(_Strict):
     name: Literal["auto", "sam2", "flow", "background"] = "auto"
     model_id: str = "facebook/sam2.1-hiera-large"
     device: str = "auto"
-    chunk_size: int = Field(default=64, ge=1)
+    chunk_size: int = Field(default=64, ge=2)  # SAM2 frames per inference session (chunks overlap by one frame)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # SAM2; auto: bf16 on GPU, fp32 on CPU
+    background_threshold: int = Field(default=30, ge=1, le=255)  # "background" mode: colour difference
     min_area_ratio: float = Field(default=0.2, gt=0)  # mask area / m0 area below this fails the quality check
-    max_area_ratio: float = Field(default=5.0, gt=1)
-    max_frame_fraction: float = Field(default=0.9, gt=0, le=1)
+    max_area_ratio: float = Field(default=5.0, gt=1)  # above: a warning
+    max_frame_fraction: float = Field(default=0.9, gt=0, le=1)  # mask covering more of a frame fails
+    min_consecutive_iou: float = Field(default=0.5, ge=0, le=1)  # below: a "jump" warning
 
 
 class EncoderConfig(_Strict):

@@ -1,0 +1,60 @@
+"""Background-difference segmenter ("background") for references filmed by a static camera.
+
+The background is the per-pixel median over the video (robot pixels of frame 0 excluded, so a robot
+that stands still for a while still leaves the floor visible elsewhere). A pixel is robot where its
+colour differs from that background by more than ``threshold`` (max over RGB channels), cleaned by a
+morphological opening/closing and restricted to connected components that overlap the previous
+frame's mask grown by ``max_motion`` pixels (the robot does not teleport). Frame 0 is m0 itself.
+Not for tracking-camera videos (the floor moves): use "flow" or "sam2" there.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from nil.reference.segment.base import ProgressFn, check_first_mask
+from nil.reference.video import Video
+
+
+class BackgroundSegmenter:
+    """Median background + colour difference threshold + temporal component filter."""
+
+    name = "background"
+
+    def __init__(self, threshold: int = 30, max_motion: int = 15, progress: ProgressFn | None = None) -> None:
+        self.threshold = int(threshold)
+        self.max_motion = int(max_motion)
+        self.progress = progress
+
+    def background(self, video: Video, first_mask: np.ndarray) -> np.ndarray:
+        """[H,W,3] uint8 median background; frame 0's robot pixels do not vote."""
+        f = video.frames.astype(np.float32)
+        f[0][first_mask] = np.nan
+        with np.errstate(all="ignore"):
+            bg = np.nanmedian(f, axis=0) if video.num_frames > 1 else f[0]
+        bg = np.where(np.isnan(bg), np.nanmedian(f[0], axis=(0, 1)), bg)
+        return np.clip(bg, 0, 255).astype(np.uint8)
+
+    def segment(self, video: Video, first_mask: np.ndarray) -> np.ndarray:
+        """[T,H,W] bool masks from background difference, frame 0 = m0."""
+        m0 = check_first_mask(video, first_mask)
+        bg = self.background(video, m0).astype(np.int16)
+        T = video.num_frames
+        out = np.zeros((T, *video.hw), bool)
+        out[0] = m0
+        k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+        grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * self.max_motion + 1, 2 * self.max_motion + 1))
+        for t in range(1, T):
+            diff = np.abs(video.frames[t].astype(np.int16) - bg).max(axis=-1) > self.threshold
+            m = cv2.morphologyEx(diff.astype(np.uint8), cv2.MORPH_OPEN, k3)
+            m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, k3)
+            near = cv2.dilate(out[t - 1].astype(np.uint8), grow) > 0
+            n, labels = cv2.connectedComponents(m, connectivity=8)
+            keep = np.zeros(n, bool)
+            keep[np.unique(labels[near & (m > 0)])] = True
+            keep[0] = False
+            out[t] = keep[labels]
+            if self.progress is not None:
+                self.progress(t + 1, T)
+        return out
