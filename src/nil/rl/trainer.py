@@ -335,6 +335,7 @@ class Trainer:
                         c.episodes += len(ids)
                         reset_batch = self.sim.reset(ids.to(self.sim.device))
                         self.reward.reset(ids.to(self.sim.device))
+                        self.reward(reset_batch)  # frame 0 into the reward's history (untouched envs keep theirs)
                         next_obs[ids] = reset_batch.obs.to(self.device, torch.float32)[ids]
                         ep_ret[ids] = 0.0
                         ep_len[ids] = 0
