@@ -156,4 +156,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from nil.errors import NilError
+
+    try:
+        sys.exit(main())
+    except NilError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

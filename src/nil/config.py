@@ -37,6 +37,7 @@ class RobotConfig(_Strict):
     control_hz: float | None = Field(default=None, gt=0, le=1000)
     fall_height: float | None = None  # root z below this terminates
     max_tilt_deg: float | None = Field(default=None, gt=0, le=180)
+    simplify_meshes: bool | None = None  # decimate dense visual meshes for fast CPU rendering (default on)
 
 
 class CameraConfig(_Strict):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 
 import mujoco
 import numpy as np
@@ -20,18 +19,14 @@ from nil.gl import ensure_offscreen_gl
 from nil.robots.spec import RobotSpec
 
 
-def _gl_context_class() -> type:
-    """mujoco's GLContext; EGL instead of GLFW when mujoco was imported before MUJOCO_GL was set and no display exists."""
+def _check_gl_platform() -> None:
+    """Fail clearly when mujoco was imported (choosing GLFW) before nil could pick EGL on a headless machine."""
     cls = mujoco.GLContext
-    if "glfw" in getattr(cls, "__module__", "") and not os.environ.get("DISPLAY") and "OpenGL" not in sys.modules:
-        os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
-        try:
-            from mujoco.egl import GLContext as EGLContext
-
-            return EGLContext
-        except Exception:
-            return cls
-    return cls
+    if "glfw" in getattr(cls, "__module__", "") and not os.environ.get("DISPLAY"):
+        raise RobotError(
+            "mujoco chose the GLFW backend but there is no display: set MUJOCO_GL=egl in the environment, or "
+            "import nil (or call nil.gl.ensure_offscreen_gl()) before importing mujoco"
+        )
 
 
 class RobotRenderer:
@@ -47,9 +42,12 @@ class RobotRenderer:
         self._gl = None
         self._ctx = None
         try:
-            self._gl = _gl_context_class()(self.width, self.height)
+            _check_gl_platform()
+            self._gl = mujoco.GLContext(self.width, self.height)
             self._gl.make_current()
             self._ctx = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_100)
+        except RobotError:
+            raise
         except Exception as e:  # no usable OpenGL
             self.close()
             raise RobotError(f"cannot create an OpenGL context ({e}); set MUJOCO_GL=egl (before mujoco is "
