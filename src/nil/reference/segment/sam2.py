@@ -80,7 +80,10 @@ def sam2_weights_available(model_id: str) -> bool:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return False
-    cfg = try_to_load_from_cache(model_id, "config.json")
+    try:
+        cfg = try_to_load_from_cache(model_id, "config.json")
+    except Exception:  # noqa: BLE001 - not a valid repo id (e.g. a missing local path): not available
+        return False
     if not isinstance(cfg, str):
         return False
     snap = Path(cfg).parent
@@ -176,7 +179,10 @@ def _find_file(source: str, name: str) -> str | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    f = try_to_load_from_cache(source, name)
+    try:
+        f = try_to_load_from_cache(source, name)
+    except Exception:  # noqa: BLE001 - not a repo id
+        return None
     return f if isinstance(f, str) else None
 
 
