@@ -370,7 +370,8 @@ class Trainer:
                         log.advance(c.step, f"ret {last:.2f} | {scalars['perf/env_steps_per_s']:.0f} st/s")
                         self._write_progress(done=False)
                     if _crossed(prev, c.step, rl.eval_interval):
-                        self._eval_and_log(log, record=_crossed(prev, c.step, rl.video_interval))
+                        last = c.step >= self.total_steps  # the final eval always leaves a video
+                        self._eval_and_log(log, record=last or _crossed(prev, c.step, rl.video_interval))
                         obs = self._reset_all()
                         ep_ret.zero_()
                         ep_len.zero_()
