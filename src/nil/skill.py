@@ -11,19 +11,22 @@ from nil.paths import SkillPaths
 # The CPU preset: what `nil demo` runs. S_V off (TimeSformer-base is ~0.35 clips/s on CPU), small SAC.
 CPU_PRESET: dict = {
     "reward": {"use_video": False},
-    "rl": {"algo": "sac", "replay_ratio": 1, "batch_size": 256, "actor_width": 256, "critic_width": 256},
+    "rl": {"algo": "sac", "replay_ratio": 1, "batch_size": 256, "actor_width": 256, "actor_depth": 2,
+           "critic_width": 256, "critic_depth": 2},
     "sim": {"backend": "mujoco", "num_envs": 4, "num_workers": 2},
 }
-# The paper's GPU setting: every reward term, BRO with its defaults (replay ratio 10, BroNet 512x2 critics).
+# The paper's GPU setting: every reward term, BRO's networks (BroNet 512x2 critics, 256x1 actor, batch 128).
+# BRO's replay ratio 10 is for one env; with 256 parallel envs we keep the update count per batched step
+# bounded (0.0625 * 256 = 16 updates per step, batch 512), as massively parallel off-policy learners do.
 GPU_PRESET: dict = {
     "reward": {"use_video": True, "zeta": 1.0, "beta": 1.0, "eta": 1.0},
     "rl": {
-        "algo": "bro", "replay_ratio": 10, "batch_size": 128, "actor_width": 256, "actor_depth": 1,
+        "algo": "bro", "replay_ratio": 0.0625, "batch_size": 512, "actor_width": 256, "actor_depth": 1,
         "critic_width": 512, "critic_depth": 2, "total_steps": 1_000_000, "warmup_steps": 2_500,
         "reset_steps": [15001, 50001, 250001, 500001, 750001], "device": "cuda",
     },
     "segmenter": {"name": "sam2"},
-    "sim": {"backend": "warp", "device": "cuda", "num_envs": 1024},
+    "sim": {"backend": "warp", "device": "cuda", "num_envs": 256},
 }
 PRESETS = {"cpu": CPU_PRESET, "gpu": GPU_PRESET}
 

@@ -132,12 +132,13 @@ class _Counters:
         self.best_eval: float | None = None
         self.evals: list[dict] = []
         self.recent_returns: list[float] = []
+        self.update_debt = 0.0  # fractional updates owed when replay_ratio * N is not an integer
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)
 
     def load_state_dict(self, d: dict) -> None:
-        self.__dict__.update(d)
+        self.__dict__.update({"update_debt": 0.0} | d)
 
 
 def _crossed(prev: int, now: int, interval: int) -> bool:
@@ -350,7 +351,9 @@ class Trainer:
                     # 5. learn: replay_ratio updates per env transition
                     if c.step >= rl.warmup_steps and len(self.buffer) >= rl.batch_size:
                         check = None
-                        for _ in range(rl.replay_ratio * self.n):
+                        c.update_debt += rl.replay_ratio * self.n
+                        n_updates, c.update_debt = int(c.update_debt), c.update_debt - int(c.update_debt)
+                        for _ in range(n_updates):
                             stats = self.agent.update(self.buffer.sample(rl.batch_size))
                             learn.add(stats)
                             loss = stats["loss/critic"] + stats["loss/actor"]
