@@ -156,7 +156,7 @@ class RLConfig(_Strict):
     total_steps: int = Field(default=30_000, ge=1)
     warmup_steps: int = Field(default=2_500, ge=0)
     batch_size: int = Field(default=256, ge=1)
-    replay_ratio: int = Field(default=1, ge=1)
+    replay_ratio: float = Field(default=1.0, gt=0)  # gradient updates per env transition (over all envs)
     buffer_size: int = Field(default=1_000_000, ge=1)
     gamma: float = Field(default=0.99, gt=0, le=1)
     tau: float = Field(default=0.005, gt=0, le=1)
