@@ -224,7 +224,7 @@ def segment_command(directory: str | Path, force: bool = False) -> dict[str, Any
         record = segment_reference(paths, cfg, force=force, progress=_progress)
     who = record["segmenter"] + (f" ({record['model_id']})" if record.get("model_id") else "")
     if record["segmenter"] in ("flow", "background"):
-        who += " [classical fallback, no model weights]"
+        who += " (classical fallback, no model weights)"
     console.print(f"segmenter: {who}; {record['num_frames']} frames at {record['render_hw'][1]}x"
                   f"{record['render_hw'][0]}, {record['frames_per_s']:g} frames/s")
     console.print(f"quality: {summary_line(record['quality'])}")
