@@ -1,0 +1,201 @@
+"""MuJoCo Warp backend on Warp's CPU device: parity with the CPU backend, per-world resets, put_model per preset.
+
+One session-scoped WarpSim (ant, 2 worlds, 64x64) carries the cold kernel compile (~25-40 s on 2 cores,
+~1 s with a warm WARP_CACHE_PATH); every simulation test reuses it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import mujoco
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("mujoco_warp")
+pytest.importorskip("warp")
+
+from nil.config import SimConfig  # noqa: E402
+from nil.errors import SimulationError  # noqa: E402
+from nil.robots import get_robot, list_presets  # noqa: E402
+from nil.sim.warp_backend import WarpSim, check_put_model, tracking_model, warp_status  # noqa: E402
+
+pytestmark = pytest.mark.warp
+RES = 64
+N = 2
+
+
+def _spec():
+    spec = get_robot("ant")
+    spec.camera.width = spec.camera.height = RES
+    return spec
+
+
+@pytest.fixture(scope="session")
+def wsim():
+    """The one WarpSim of the session (compiles Warp's kernels once)."""
+    sim = WarpSim(_spec(), SimConfig(backend="warp", device="cpu", num_envs=N, reset_noise=0.05), horizon=50, seed=3)
+    yield sim
+    sim.close()
+
+
+def _actions(seed: int, steps: int, dim: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(steps, N, dim, generator=g) * 2 - 1
+
+
+def test_status_reports_cpu_device():
+    st = warp_status()
+    assert st["available"] is True and st["error"] is None
+    assert st["device"] in ("cpu", "cuda:0")
+    assert "mujoco-warp" in st["version"]
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_put_model_every_preset(name, menagerie_root):
+    info = check_put_model(get_robot(name))
+    assert info["robot"] == name and info["nu"] > 0
+
+
+def test_tracking_model_matches_cpu_model(menagerie_root):
+    spec = get_robot("unitree_h1")
+    exact = dataclasses.replace(spec, simplify_meshes=False) if hasattr(spec, "simplify_meshes") else spec
+    base, m = exact.load_model(), tracking_model(spec)
+    assert m.ncam == base.ncam + 1
+    for k in ("body_mass", "geom_size", "actuator_gainprm", "actuator_ctrlrange", "dof_damping", "qpos0"):
+        np.testing.assert_array_equal(getattr(m, k), getattr(base, k))
+    assert m.opt.timestep == base.opt.timestep and m.vis.global_.fovy == base.vis.global_.fovy
+
+
+def test_batch_shapes_and_dtypes(wsim):
+    b = wsim.reset()
+    assert b.rgb.shape == (N, RES, RES, 3) and b.rgb.dtype == torch.uint8
+    assert b.mask.shape == (N, RES, RES) and b.mask.dtype == torch.bool
+    assert b.obs.shape == (N, wsim.obs_dim) and b.obs.dtype == torch.float32
+    assert b.foot_contact.shape == (N, 4) and b.foot_vel_xy.shape == (N, 4, 2)
+    assert (b.t == 0).all() and not b.terminated.any() and not b.truncated.any()
+    # the ant stands on its four feet at reset, and fills a plausible part of the frame
+    assert b.foot_contact.all()
+    frac = b.mask.float().mean(dim=(1, 2))
+    assert ((frac > 0.02) & (frac < 0.5)).all()
+    assert (b.torso_up_z > 0.9).all()
+
+
+def test_rgb_unpack_matches_mjwarp_get_rgb(wsim):
+    import mujoco_warp as mjw
+    import warp as wp
+
+    wsim.reset()
+    ref = wp.zeros((N, RES, RES), dtype=wp.vec3, device="cpu")
+    mjw.get_rgb(wsim._rc, 0, ref)
+    expect = (wp.to_torch(ref) * 255).round().to(torch.uint8)
+    assert (wsim._batch.rgb.int() - expect.int()).abs().max() <= 1
+
+
+def test_parity_with_cpu_renderer_and_physics(wsim):
+    """Same state -> same mask (IoU >= 0.99) and same robot colours; same actions -> close qpos."""
+    from nil.sim.render import RobotRenderer
+
+    spec = _spec()
+    wsim.reset()
+    acts = _actions(0, 10, wsim.action_dim)
+    model = spec.load_model()
+    datas = []
+    for w in range(N):
+        d = mujoco.MjData(model)
+        d.qpos[:] = wsim._batch.qpos[w].double().numpy()
+        d.qvel[:] = wsim._batch.qvel[w].double().numpy()
+        mujoco.mj_forward(model, d)
+        datas.append(d)
+    off, scale = spec.ctrl_affine(model)
+    for t in range(acts.shape[0]):
+        b = wsim.step(acts[t])
+        for w, d in enumerate(datas):
+            d.ctrl[:] = off + scale * acts[t, w].double().numpy()
+            mujoco.mj_step(model, d, nstep=spec.substeps(model))
+    for w, d in enumerate(datas):
+        # 10 control steps of float32 vs float64 physics stay within millimetres
+        assert np.abs(b.qpos[w].double().numpy() - d.qpos).max() < 0.02
+    with RobotRenderer(model, spec) as r:
+        for w in range(N):
+            d = datas[w]
+            d.qpos[:] = b.qpos[w].double().numpy()
+            mujoco.mj_forward(model, d)
+            rgb, mask = r.render(d)
+            mw, rw = b.mask[w].numpy(), b.rgb[w].numpy()
+            iou = (mask & mw).sum() / max((mask | mw).sum(), 1)
+            assert iou >= 0.99
+            both = mask & mw
+            robot_diff = np.abs(rgb.astype(int) - rw.astype(int))[both].mean()
+            assert robot_diff <= 8.0
+            # whole frame: the floor differs (GL modulates the texture after clamping the lit colour,
+            # MJWarp clamps after modulating; see docs/benchmarks.md); catch gross breakage only
+            assert np.abs(rgb.astype(int) - rw.astype(int)).mean() <= 40.0
+
+
+def test_reset_some_worlds_leaves_others_untouched(wsim):
+    wsim.reset()
+    acts = _actions(1, 3, wsim.action_dim)
+    for t in range(3):
+        wsim.step(acts[t])
+    before = wsim._batch.clone()
+    state_before = wsim._v.qpos.clone(), wsim._v.qvel.clone()
+    b = wsim.reset(torch.tensor([1]))
+    assert b.t.tolist() == [3, 0]
+    for name in ("obs", "rgb", "mask", "qpos", "qvel", "torque", "action", "foot_vel_xy", "terminated"):
+        assert torch.equal(getattr(b, name)[0], getattr(before, name)[0]), name
+    assert torch.equal(wsim._v.qpos[0], state_before[0][0]) and torch.equal(wsim._v.qvel[0], state_before[1][0])
+    assert not torch.equal(b.qpos[1], before.qpos[1])
+    assert (b.action[1] == 0).all() and (b.torque[1] == 0).all()
+    # world 1 restarts near the initial pose (noise 0.05 on the joints only)
+    assert torch.allclose(b.qpos[1], wsim._qpos0, atol=0.05 + 1e-6)
+    # bool masks work too, and stepping continues from the kept state
+    b = wsim.reset(torch.tensor([True, False]))
+    assert b.t.tolist() == [0, 0]
+    b = wsim.step(acts[0])
+    assert b.t.tolist() == [1, 1]
+
+
+def test_truncation_and_obs_phase(wsim):
+    wsim.reset()
+    wsim.set_horizon(2)
+    try:
+        acts = torch.zeros(3, N, wsim.action_dim)
+        b = wsim.step(acts[0])
+        assert not b.truncated.any() and torch.allclose(b.obs[:, -1], torch.full((N,), 0.5))
+        b = wsim.step(acts[1])
+        assert b.truncated.all()
+    finally:
+        wsim.set_horizon(50)
+
+
+def test_bad_inputs_raise(wsim):
+    wsim.reset()
+    with pytest.raises(SimulationError, match="shape"):
+        wsim.step(torch.zeros(N, wsim.action_dim + 1))
+    with pytest.raises(SimulationError, match="NaN"):
+        wsim.step(torch.full((N, wsim.action_dim), float("nan")))
+    with pytest.raises(SimulationError, match="env_ids"):
+        wsim.reset(torch.tensor([N]))
+
+
+def test_contact_overflow_is_reported():
+    spec = _spec()
+    cfg = SimConfig(backend="warp", device="cpu", num_envs=N, nconmax=1, njmax=8)
+    with pytest.raises(SimulationError, match=r"sim\.nconmax|sim\.njmax"):
+        with WarpSim(spec, cfg, seed=0) as sim:
+            for _ in range(3):
+                sim.step(torch.zeros(N, sim.action_dim))
+
+
+def test_make_sim_builds_warp_backend(wsim):
+    from nil.sim import make_sim
+
+    cfg = SimConfig(backend="warp", device="cpu", num_envs=1)
+    sim = make_sim(_spec(), cfg, num_envs=1, horizon=5)
+    try:
+        assert isinstance(sim, WarpSim) and sim.num_envs == 1 and sim.horizon == 5
+        assert sim.device == torch.device("cpu") and sim.image_hw == (RES, RES)
+    finally:
+        sim.close()
