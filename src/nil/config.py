@@ -200,6 +200,7 @@ class SimConfig(_Strict):
     reset_noise: float = Field(default=0.02, ge=0)
     nconmax: int | None = None
     njmax: int | None = None
+    cuda_graph: bool = True  # warp backend on CUDA: replay physics + render as one captured CUDA graph
 
 
 class SkillConfig(_Strict):
