@@ -403,8 +403,11 @@ def _apply_visual(model: mujoco.MjModel, cam: CameraSpec) -> None:
     model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), int(cam.width))
     model.vis.global_.offheight = max(int(model.vis.global_.offheight), int(cam.height))
     model.vis.global_.fovy = float(cam.fovy)
-    # A tracking camera several metres away must not clip the robot.
-    model.vis.map.zfar = max(float(model.vis.map.zfar), 50.0)
+    # A plane's third size is only its rendering grid spacing; menagerie floors use 5 cm, which makes
+    # llvmpipe draw a huge grid (H1: a third of the frame time). With directional lights the pixels
+    # are identical at 1 m.
+    planes = (model.geom_type == mujoco.mjtGeom.mjGEOM_PLANE) & (model.geom_bodyid == 0)
+    model.geom_size[planes, 2] = np.maximum(model.geom_size[planes, 2], 1.0)
 
 
 def _put_on_floor(model: mujoco.MjModel, qpos: np.ndarray, root: int, clearance: float = 0.002) -> np.ndarray:
