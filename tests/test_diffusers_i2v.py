@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from nil.compat import hide_broken_torchvision
 from nil.config import GeneratorConfig, parse_config
 from nil.errors import GeneratorError
 from nil.paths import SkillPaths
@@ -83,7 +84,7 @@ def build_tiny_ltx(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
-    d.block_broken_torchvision()
+    hide_broken_torchvision()
     root = tmp_path_factory.mktemp("models")
     return {"cogvideox": build_tiny_cogvideox(root / "tiny-cogvideox"), "ltx": build_tiny_ltx(root / "tiny-ltx")}
 

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
+from nil.compat import hide_broken_torchvision
 from nil.config import EncoderConfig, RewardConfig
 from nil.errors import EncoderError
 from nil.paths import SkillPaths
 from nil.reward import NILReward, load_encoder, reference_embeddings
-from nil.reward.encoders import _guard_broken_torchvision, clip_indices, encoder_id
+from nil.reward.encoders import clip_indices, encoder_id
 from nil.reward.terms import mask_frames
 from nil.sim.base import SimBatch
 
-_guard_broken_torchvision()
+hide_broken_torchvision()
 transformers = pytest.importorskip("transformers")
 
 RES, CLIP, HID, LABELS = 32, 4, 24, 7

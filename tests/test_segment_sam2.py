@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nil.compat import hide_broken_torchvision
 from nil.errors import SegmentationError
 from nil.reference.segment import iou
-from nil.reference.segment.sam2 import Sam2Segmenter, hide_broken_torchvision, sam2_weights_available
+from nil.reference.segment.sam2 import Sam2Segmenter, sam2_weights_available
 from nil.reference.segment.stage import resolve_segmenter_name
 from nil.reference.video import Video
 

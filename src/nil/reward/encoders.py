@@ -10,13 +10,13 @@ import hashlib
 import json
 import logging
 import re
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 
+from nil.compat import hide_broken_torchvision
 from nil.config import EncoderConfig
 from nil.errors import EncoderError, SegmentationError
 
@@ -43,21 +43,6 @@ class VideoEncoder(Protocol):
         ...
 
 
-def _guard_broken_torchvision() -> None:
-    """Hide a torchvision whose C extension cannot load, so transformers' model imports still work.
-
-    A CUDA torchvision wheel next to a CPU torch fails at import ("operator torchvision::nms does not
-    exist") and transformers imports it eagerly from image_utils; the video models here never need it.
-    """
-    if "torchvision" in sys.modules:
-        return
-    try:
-        import torchvision  # noqa: F401
-    except Exception as e:  # noqa: BLE001 - any failure means transformers must not see it
-        for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-            del sys.modules[k]
-        sys.modules["torchvision"] = None  # type: ignore[assignment]  # find_spec() -> None: "not installed"
-        log.warning("torchvision is installed but cannot load (%s); video encoders run without it", e)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -158,7 +143,7 @@ class _HFVideoEncoder:
         self._check_config(self.model.config)
 
     def _load(self) -> torch.nn.Module:
-        _guard_broken_torchvision()
+        hide_broken_torchvision()
         import transformers
 
         cls = getattr(transformers, self.model_cls_name)

@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nil.compat import hide_broken_torchvision
 from nil.errors import GeneratorError
 from nil.io import sha256_json
 from nil.reference.generators.base import register_generator
@@ -60,21 +60,6 @@ _OPTIONS = ("a local pipeline folder (generator.model_id: /path/to/folder saved 
             "`--generator file --video PATH`, or `--generator synthetic` (offline default)")
 
 
-def block_broken_torchvision() -> None:
-    """Hide a torchvision whose C++ ops do not match torch (e.g. a CUDA build beside CPU torch).
-
-    transformers imports torchvision when it is installed; a mismatched build raises at import and
-    would break every text encoder. The video pipelines do not need torchvision.
-    """
-    if "torchvision" in sys.modules:
-        return
-    try:
-        import torchvision  # noqa: F401
-    except Exception as e:  # noqa: BLE001 - any failure here means: unusable, hide it
-        for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-            del sys.modules[k]
-        sys.modules["torchvision"] = None  # type: ignore[assignment] - makes find_spec() report it absent
-        log.warning("torchvision is installed but broken (%s); continuing without it", e)
 
 
 def family_from_class(class_name: str) -> str | None:
@@ -307,7 +292,7 @@ class DiffusersI2VGenerator:
             if self.cfg.device != "cpu":
                 raise _too_big_for_cpu(self.cfg.model_id, r.size_gb)
             log.warning("running %s (%.1f GB) on the CPU: expect hours per video", self.cfg.model_id, r.size_gb)
-        block_broken_torchvision()
+        hide_broken_torchvision()
         try:
             import diffusers
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from nil.compat import hide_broken_torchvision
 from nil.errors import SegmentationError
 from nil.reference.segment.base import ProgressFn, check_first_mask
 from nil.reference.video import Video
@@ -36,19 +36,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _OBJ_ID = 1
 
 
-def hide_broken_torchvision() -> bool:
-    """Make a torchvision that fails to import look absent, so transformers can still load; True if hidden."""
-    if "torchvision" in sys.modules:
-        return sys.modules["torchvision"] is None
-    try:
-        import torchvision  # noqa: F401
-    except Exception as e:  # noqa: BLE001 - any import failure means: unusable here
-        for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
-            del sys.modules[k]
-        sys.modules["torchvision"] = None  # type: ignore[assignment] - find_spec() then reports it absent
-        log.warning("torchvision is installed but cannot be imported (%s); SAM2 uses its built-in processor", e)
-        return True
-    return False
 
 
 def resolve_device(device: str) -> str:
