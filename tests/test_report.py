@@ -50,8 +50,9 @@ def make_bundle(root: Path) -> SkillPaths:
     write_video(paths.retimed, Video(ref, 20.0))
     atomic_write_json(paths.meta, {"generator": "synthetic", "prompt": "The ant agent is walking, camera follows "
                                    "the agent.", "seed": 0, "fps": 20.0, "num_frames": t})
-    atomic_write_json(paths.segment_meta, {"segmenter": "flow", "quality": {"frame0_iou": 0.99},
-                                           "warnings": ["frame 7: mask area jumped by 40%"]})
+    atomic_write_json(paths.segment_meta, {"segmenter": "flow", "quality": {
+        "frame0_iou": 0.99, "area_ratio": [1.0] * 7 + [1.4] * (t - 7), "consecutive_iou": [0.95] * (t - 1),
+        "warnings": ["frame 7: mask area jumped by 40%"], "passed": True}})
     sbs = compose_side_by_side(ref, agent, ref_m, agent_m)
     write_side_by_side(paths.side_by_side, sbs, 20.0)
     atomic_write_json(paths.metrics, {

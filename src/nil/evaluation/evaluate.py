@@ -44,8 +44,8 @@ def joint_qpos_indices(model) -> np.ndarray:
     """qpos indices of the actuated-style joints (hinge and slide), i.e. everything but free/ball roots."""
     import mujoco
 
-    idx = [int(model.jnt_qposadr[j]) for j in range(model.njnt)
-           if model.jnt_type[j] in (mujoco.mjtJoint.mjJNT_HINGE, mujoco.mjtJoint.mjJNT_SLIDE)]
+    keep = {int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)}  # mujoco 4 enums != numpy ints
+    idx = [int(model.jnt_qposadr[j]) for j in range(model.njnt) if int(model.jnt_type[j]) in keep]
     return np.asarray(idx, dtype=np.int64)
 
 

@@ -141,7 +141,8 @@ def read_scalars(tb_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     merged: dict[str, dict[int, float]] = {}
     run_dirs = sorted({p.parent for p in tb_dir.rglob("events.out.tfevents.*")})
     for d in run_dirs:
-        acc = EventAccumulator(str(d), size_guidance={"scalars": 0})
+        # no purging: a resumed run re-logs from its checkpoint step; the merge below keeps the last write
+        acc = EventAccumulator(str(d), size_guidance={"scalars": 0}, purge_orphaned_data=False)
         acc.Reload()
         for tag in acc.Tags().get("scalars", []):
             # events are in write order: a resumed run that re-logs a step overwrites the earlier value
@@ -276,17 +277,47 @@ def _is_synthetic(meta: dict[str, Any] | None, cfg: Any) -> bool:
     return getattr(getattr(cfg, "generator", None), "name", None) == "synthetic"
 
 
-def _flat_meta(meta: dict[str, Any], prefix: str = "", depth: int = 0) -> list[tuple[str, Any]]:
+def _flat_meta(meta: dict[str, Any], prefix: str = "", depth: int = 0, lists: bool = True) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
     for k, v in meta.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict) and depth < 2:
-            rows += _flat_meta(v, key + ".", depth + 1)
+            rows += _flat_meta(v, key + ".", depth + 1, lists)
         elif isinstance(v, list):
-            rows.append((key, json.dumps(v)[:200]))
+            if lists:
+                rows.append((key, json.dumps(v)[:200]))
         else:
             rows.append((key, v if not isinstance(v, str) else v[:300]))
     return rows
+
+
+def plot_segmentation_quality(q: dict[str, Any]) -> bytes | None:
+    """PNG of the per-frame mask area (relative to m0) and consecutive-frame IoU of the reference masks."""
+    area, consec = q.get("area_ratio"), q.get("consecutive_iou")
+    if not isinstance(area, list) or not area:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 2.6))
+    axes[0].plot(area, color="#1f5fa8")
+    axes[0].axhline(1.0, color="#999", lw=0.8, ls="--")
+    axes[0].set_title("mask area / m0 area", fontsize=9)
+    if isinstance(consec, list) and consec:
+        axes[1].plot(np.arange(1, len(consec) + 1), consec, color="#2e7d32")
+    axes[1].set_ylim(-0.02, 1.02)
+    axes[1].set_title("IoU with the previous frame", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("reference frame", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def metrics_table(metrics: dict[str, Any]) -> str:
@@ -339,8 +370,11 @@ def _segmentation_section(seg: dict[str, Any] | None) -> str:
         parts += [f'<div class="warn">⚠ {html.escape(w)}</div>' for w in warnings]
     else:
         parts.append('<div class="ok">No segmentation-quality warnings.</div>')
-    scalars = [(k, v) for k, v in _flat_meta(seg) if not isinstance(v, list) and "warning" not in k]
+    scalars = [(k, v) for k, v in _flat_meta(seg, lists=False) if "warning" not in k]
     parts.append(_kv_table(scalars[:40]))
+    png = plot_segmentation_quality(q)
+    if png:
+        parts.append(f"<figure>{_img_tag(png, 'image/png', 'segmentation quality', 'plot')}</figure>")
     return "\n".join(parts)
 
 
