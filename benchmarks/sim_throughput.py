@@ -8,6 +8,8 @@ its own scene update (mujoco.Renderer), mask from the segmentation ids.
     python benchmarks/sim_throughput.py                         # full table (H1 + ant, 224/112, 1/2 workers)
     python benchmarks/sim_throughput.py --robots ant --res 112 --steps 50
     python benchmarks/sim_throughput.py --backend warp --workers 0   # other backends through make_sim
+    python benchmarks/sim_throughput.py --backend warp --device cuda:0 --robots unitree_h1 unitree_a1 \
+        --res 224 --num-envs 1024 4096 --no-naive                    # MuJoCo Warp on a GPU
 """
 
 from __future__ import annotations
@@ -117,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     ap.add_argument("--backend", default="mujoco", help="sim.backend passed to make_sim (mujoco | warp)")
     ap.add_argument("--device", default="cpu", help="sim.device")
-    ap.add_argument("--num-envs", type=int, default=4)
+    ap.add_argument("--num-envs", nargs="+", type=int, default=[4])
     ap.add_argument("--steps", type=int, default=100, help="timed control steps per configuration")
     ap.add_argument("--naive-steps", type=int, default=20)
     ap.add_argument("--no-naive", action="store_true")
@@ -130,14 +132,20 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"# {platform.node()} cpus={os.cpu_count()} load(1m)={load:.1f} python {platform.python_version()}",
           file=sys.stderr)
+    if args.device.startswith("cuda"):
+        import torch
+
+        print(f"# device {args.device}: {torch.cuda.get_device_name(torch.device(args.device))}", file=sys.stderr)
     rows = []
     for robot in args.robots:
         for res in args.res:
             spec = get_robot(robot, camera=CameraConfig(width=res, height=res))
             naive = None if args.no_naive else naive_steps_per_s(spec, args.naive_steps)
-            for w in args.workers:
-                sps = sim_steps_per_s(spec, args.backend, w, args.num_envs, args.steps, args.device)
-                row = {"robot": robot, "res": res, "backend": args.backend, "workers": w, "num_envs": args.num_envs,
+            # the warp backend runs every world in one process: worker counts do not apply
+            workers = [0] if args.backend == "warp" else args.workers
+            for w, n_envs in ((w, n) for n in args.num_envs for w in workers):
+                sps = sim_steps_per_s(spec, args.backend, w, n_envs, args.steps, args.device)
+                row = {"robot": robot, "res": res, "backend": args.backend, "workers": w, "num_envs": n_envs,
                        "env_steps_per_s": round(sps, 1), "naive_env_steps_per_s": None if naive is None else
                        round(naive, 2), "speedup_vs_naive": None if naive is None else round(sps / naive, 1)}
                 rows.append(row)
