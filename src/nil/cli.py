@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -78,10 +78,10 @@ def init(
     robot: Annotated[str, typer.Option("--robot", help="preset name or MJCF path")] = "ant",
     skill: Annotated[str, typer.Option("--skill", help="the skill in words, e.g. 'walking'")] = "walking",
     generator: Annotated[str, typer.Option("--generator", help="synthetic | file | diffusers")] = "synthetic",
-    video: Annotated[Optional[Path], typer.Option("--video", help="video file, for --generator file")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="diffusers model id or local path")] = None,
+    video: Annotated[Path | None, typer.Option("--video", help="video file, for --generator file")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="diffusers model id or local path")] = None,
     preset: Annotated[str, typer.Option("--preset", help="cpu (SAC, no video term) | gpu (BRO, paper)")] = "cpu",
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="override: section.key=value")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.key=value")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Write DIR/skill.yaml for a robot and a skill."""
@@ -110,9 +110,9 @@ def segment(directory: DirArg, force: ForceOpt = False) -> None:
 @app.command()
 def train(
     directory: DirArg,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="total env steps (overrides rl.total_steps)")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="total env steps (overrides rl.total_steps)")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last good checkpoint")] = False,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu | cuda | cuda:N")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N")] = None,
 ) -> None:
     """Stage 2: reinforcement learning against the reference."""
     from nil.rl.trainer import train_command
@@ -142,7 +142,7 @@ def report(directory: DirArg) -> None:
 @app.command()
 def run(
     directory: DirArg,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="total env steps")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="total env steps")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Every stage in order, each skipped when its cache is valid; resumes a killed run."""
@@ -154,7 +154,7 @@ def run(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="workspace directory")] = Path("nil_demo"),
-    steps: Annotated[Optional[int], typer.Option("--steps", help="env steps (default: the demo budget)")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="env steps (default: the demo budget)")] = None,
 ) -> None:
     """The whole pipeline on the CPU default, no downloads: ends with a report."""
     from nil.evaluation.pipeline import demo_command
@@ -165,9 +165,9 @@ def demo(
 @app.command()
 def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="sweep YAML file")],
-    address: Annotated[Optional[str], typer.Option("--address", help="Ray cluster address")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="sweep workspace")] = None,
-    num_cpus: Annotated[Optional[int], typer.Option("--num-cpus", help="CPUs of the local Ray (default: all)")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="sweep workspace")] = None,
+    num_cpus: Annotated[int | None, typer.Option("--num-cpus", help="CPUs of the local Ray (default: all)")] = None,
 ) -> None:
     """Many skills on Ray: robots x skills x seeds x reward ablations."""
     from nil.scale.sweep import sweep_command
