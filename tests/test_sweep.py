@@ -227,3 +227,68 @@ def test_error_text_unwraps() -> None:
     assert sw._error_text(ValueError("bad\nline 2")) == "ValueError: bad"
     assert re.match(r"^RuntimeError$", sw._error_text(RuntimeError()))
     assert json.loads(json.dumps(sw._jsonable({"a": Path("/x")}))) == {"a": "/x"}
+
+
+# The pipeline test's tiny skill (tests/test_pipeline.py), as a sweep base: ~15-30 s per skill on 2 cores.
+TINY_BASE = {
+    "robot": {"name": "ant", "control_hz": 25},
+    "skill": "walking",
+    "camera": {"width": 40, "height": 40},
+    "generator": {"name": "synthetic", "seconds": 0.6},
+    "segmenter": {"name": "flow"},
+    "reward": {"use_video": False},
+    "rl": {"algo": "sac", "total_steps": 160, "warmup_steps": 64, "batch_size": 32, "actor_width": 32,
+           "critic_width": 32, "eval_interval": 160, "eval_episodes": 1, "checkpoint_interval": 80,
+           "video_interval": 100000, "device": "cpu"},
+    "sim": {"num_envs": 2, "num_workers": 0},
+}
+
+
+@pytest.mark.slow
+def test_real_pipeline_sweep_shares_stage1(tmp_path: Path, local_ray) -> None:
+    """The default task (nil.evaluation.pipeline.run_skill) on 4 tiny skills: 2 references x 2 reward arms."""
+    spec = sw.parse_sweep({
+        "base": TINY_BASE,
+        "axes": {"generator.gait_hz": [1.5, 2.5]},
+        "variants": [{"name": "iou_reg"}, {"name": "only_iou", "set": {"reward.use_reg": False}}],
+        "max_retries": 0,
+    }, "test")
+    out = tmp_path / "sw"
+    run = sw.run_sweep(spec, out, progress=False)
+    res = {r.name: r for r in run.results}
+    assert sorted(res) == ["iou_reg__gait_hz-1.5", "iou_reg__gait_hz-2.5", "only_iou__gait_hz-1.5",
+                           "only_iou__gait_hz-2.5"]
+    for r in run.results:
+        assert r.status == "done", (r.name, r.error, (r.directory / sw.LOG_FILE).read_text()[-3000:])
+        assert r.attempts == 1 and r.report is not None and r.report.name == "report.html"
+        assert 0.0 <= r.metrics["trained"]["mean_iou"] <= 1.0 and r.metrics["policy"]["step"] >= 160
+        # the skill's own stage-1 cache accepted the shared reference: it did not generate again
+        assert r.metrics["stages"]["generate"] == "skipped (cached)"
+        assert r.metrics["stages"]["segment"] == "ran"
+    # two references (one per gait), each generated once and linked into both reward arms
+    refs = sorted((out / sw.REFERENCES_DIR).iterdir())
+    assert len(refs) == 2 and len(run.references) == 2
+    for gait in ("1.5", "2.5"):
+        a, b = out / f"iou_reg__gait_hz-{gait}", out / f"only_iou__gait_hz-{gait}"
+        assert os.path.samefile(a / "reference" / "retimed.mp4", b / "reference" / "retimed.mp4")
+        assert json.loads((a / "reference" / "meta.json").read_text())["cache_params"]["generator_params"]["cpg"]
+    ia = json.loads((out / "iou_reg__gait_hz-1.5" / "reference" / "meta.json").read_text())["cache_key"]
+    ib = json.loads((out / "iou_reg__gait_hz-2.5" / "reference" / "meta.json").read_text())["cache_key"]
+    assert ia != ib
+    # the reward arms really differ: no regulariser in only_iou
+    assert load_config(out / "only_iou__gait_hz-1.5").reward.use_reg is False
+    rows = _csv(out)
+    assert set(rows) == set(res) and all(rows[n]["status"] == "done" for n in rows)
+    assert float(rows["iou_reg__gait_hz-1.5"]["trained.mean_iou"]) == pytest.approx(
+        res["iou_reg__gait_hz-1.5"].metrics["trained"]["mean_iou"], rel=1e-5)
+    assert rows["iou_reg__gait_hz-2.5"]["report"] == "iou_reg__gait_hz-2.5/eval/report.html"
+    page = (out / "index.html").read_text()
+    for name in res:
+        assert f'<a href="{name}/eval/report.html">{name}</a>' in page
+
+    # A second run skips every finished skill without starting a task.
+    stamp = {n: (out / n / "eval" / "metrics.json").stat().st_mtime_ns for n in res}
+    run2 = sw.run_sweep(spec, out, progress=False)
+    assert [r.status for r in run2.results] == ["cached"] * 4 and not run2.references
+    assert {n: (out / n / "eval" / "metrics.json").stat().st_mtime_ns for n in res} == stamp
+    assert {r["status"] for r in _csv(out).values()} == {"cached"}

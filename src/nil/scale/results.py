@@ -38,11 +38,22 @@ class SkillResult:
         return p if p.exists() else None
 
 
+# Left out of the table (they stay in each skill's eval/metrics.json and sweep_status.json): provenance,
+# per-stage bookkeeping, text, and the baselines' own rows (gain_over_random is the comparison to read).
+HIDDEN_METRICS = frozenset({
+    "stages", "stage_seconds", "cache_key", "created", "git_revision", "report", "notes", "per_frame_iou",
+    "prompt", "skill", "robot", "generator", "synthetic", "wall_s", "control_hz", "baselines",
+    "policy.checkpoint", "policy.algo",
+})
+
+
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested metrics as one level of dotted keys; only scalars survive (lists and arrays are dropped)."""
     out: dict[str, Any] = {}
     for k, v in metrics.items():
         key = f"{prefix}{k}"
+        if key in HIDDEN_METRICS:
+            continue
         if isinstance(v, dict):
             out.update(flatten_metrics(v, key + "."))
         elif isinstance(v, bool) or v is None or isinstance(v, str):

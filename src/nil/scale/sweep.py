@@ -556,7 +556,7 @@ def run_sweep(
         else:
             if prev and prev.get("hash") not in (None, _done_hash(s, spec.steps)):
                 print(f"[sweep] {s.name}: its config changed since the last run; running it again")
-            save_config(s.config, s.directory)
+            save_config(s.config, SkillPaths(s.directory).config)
             pending.append(s)
     ordered = [results[s.name] for s in skills]
     write_results(ordered, out, axis_keys, title)
@@ -602,7 +602,7 @@ def run_sweep(
 
         if spec.share_references:
             for key, group in groups.items():
-                save_config(group[0].config, ref_dirs[key])
+                save_config(group[0].config, SkillPaths(ref_dirs[key]).config)
                 submit(_Job("reference", key))
         else:
             for s in pending:
