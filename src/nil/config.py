@@ -282,7 +282,7 @@ def save_config(cfg: SkillConfig, path: str | Path) -> Path:
     from nil.io import atomic_write_text
 
     p = Path(path)
-    if p.is_dir() or p.suffix == "":
+    if p.is_dir() or p.suffix.lower() not in (".yaml", ".yml"):  # a folder, even one named "gait-1.5"
         p = p / "skill.yaml"
     p.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(p, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
