@@ -27,8 +27,9 @@ from nil.evaluation.rollout import Episode, policy_act_fn, random_policy, run_ep
 from nil.io import atomic_write_json, sha256_file, sha256_json
 from nil.paths import SkillPaths
 
-EVAL_VERSION = 1
+EVAL_VERSION = 2
 BASELINES = ("random", "zero")
+RANDOM_EPISODES = 3  # the random baseline is noisy: average at least this many episodes
 
 
 def _git_revision() -> str | None:
@@ -189,7 +190,8 @@ def evaluate(paths: SkillPaths, episodes: int = 1, *, force: bool = False, basel
     results: dict[str, dict[str, float]] = {}
     per_frame: dict[str, list[float]] = {}
     first: dict[str, Episode] = {}
-    total = len(names) * episodes * horizon
+    n_eps = {name: max(episodes, RANDOM_EPISODES) if name == "random" else episodes for name in names}
+    total = sum(n_eps.values()) * horizon
     with Progress(TextColumn("[bold]eval[/bold] {task.description}"), BarColumn(), TextColumn("{task.completed}/"
                   "{task.total} steps"), TimeRemainingColumn(), disable=quiet, transient=True) as prog:
         bar = prog.add_task("rollouts", total=total)
@@ -207,11 +209,10 @@ def evaluate(paths: SkillPaths, episodes: int = 1, *, force: bool = False, basel
                     raise MissingStageError(f"unknown baseline {name!r}; use one of {BASELINES}")
                 reward = make_reward(sim)
                 eps = []
-                for k in range(episodes):
-                    prog.update(bar, description=f"{name} episode {k + 1}/{episodes}")
+                for k in range(n_eps[name]):
+                    prog.update(bar, description=f"{name} episode {k + 1}/{n_eps[name]}")
                     ep = run_episode(sim, act, reward=reward, task_fn=task_fn, max_steps=horizon,
                                      progress=lambda: prog.advance(bar))
-                    prog.update(bar, completed=(names.index(name) * episodes + k + 1) * horizon)
                     m, pf = episode_metrics(
                         ep, ref_masks, dt=dt, joint_idx=jidx,
                         teacher_qpos=None if teacher is None else teacher["qpos"],
@@ -242,6 +243,7 @@ def evaluate(paths: SkillPaths, episodes: int = 1, *, force: bool = False, basel
     out: dict[str, Any] = {
         "skill": cfg.skill, "robot": spec.name, "prompt": meta.get("prompt"), "generator": meta.get("generator"),
         "synthetic": bool(meta.get("synthetic")), "episodes": episodes, "horizon": horizon,
+        "baseline_episodes": {k: v for k, v in n_eps.items() if k != "trained"},
         "control_hz": float(spec.control_hz),
         "policy": {"checkpoint": _checkpoint_fingerprint(paths)["checkpoint"], "step": policy.step,
                    "algo": getattr(policy, "algo", None)},
