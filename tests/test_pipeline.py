@@ -117,3 +117,20 @@ def test_demo_config_round_trips_through_yaml(tmp_path):
     cfg = demo_config()
     p = save_config(cfg, tmp_path)
     assert parse_config(yaml.safe_load(p.read_text())) == cfg
+
+
+def test_interrupted_training_stops_the_pipeline_before_eval(tmp_path, monkeypatch):
+    import nil.evaluation.evaluate as ev
+    import nil.reference.bundle as bundle
+    import nil.reference.segment as seg
+    import nil.rl as rl
+
+    paths = _tiny_skill(tmp_path / "skill")
+    calls = []
+    monkeypatch.setattr(bundle, "generate_reference", lambda p, c, force=False: calls.append("generate"))
+    monkeypatch.setattr(seg, "segment_reference", lambda p, c, force=False: calls.append("segment"))
+    monkeypatch.setattr(rl, "train", lambda p, c, steps=None, resume=False: {"interrupted": True, "step": 42})
+    monkeypatch.setattr(ev, "evaluate", lambda *a, **k: calls.append("eval"))
+    with pytest.raises(KeyboardInterrupt):
+        run_skill(paths.root, quiet=True)
+    assert calls == ["generate", "segment"]
