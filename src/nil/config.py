@@ -239,13 +239,25 @@ class SkillConfig(_Strict):
         return self.prompt_template.format(robot=robot_description, skill=self.skill)
 
 
-def _format_validation_error(err: ValidationError, source: str) -> str:
+def format_validation_error(err: ValidationError, source: str, what: str = "config") -> str:
+    """One line naming every offending key of a pydantic error (unknown keys get a hint)."""
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = "unknown key (check the spelling, or remove it)" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"{key}: {msg}")
-    return f"invalid config {source}: " + "; ".join(lines)
+        lines.append(f"{key}: {msg.removeprefix('Value error, ')}")
+    return f"invalid {what} {source}: " + "; ".join(lines)
+
+
+def read_yaml_mapping(p: Path, expected: str) -> dict[str, Any] | None:
+    """Parse a YAML file that must hold a mapping (or nothing); ConfigError otherwise."""
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p} is not valid YAML: {e}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{p} must hold a mapping of {expected}, got {type(data).__name__}")
+    return data
 
 
 def parse_config(data: dict[str, Any] | None, source: str = "") -> SkillConfig:
@@ -253,7 +265,7 @@ def parse_config(data: dict[str, Any] | None, source: str = "") -> SkillConfig:
     try:
         return SkillConfig.model_validate(data or {})
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(e, source)) from None
+        raise ConfigError(format_validation_error(e, source)) from None
 
 
 def load_config(path: str | Path) -> SkillConfig:
@@ -263,13 +275,7 @@ def load_config(path: str | Path) -> SkillConfig:
         p = p / "skill.yaml"
     if not p.exists():
         raise ConfigError(f"no skill config at {p}; create one with `nil init DIR --robot NAME --skill TEXT`")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p} is not valid YAML: {e}") from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{p} must hold a mapping of config sections, got {type(data).__name__}")
-    return parse_config(data, str(p))
+    return parse_config(read_yaml_mapping(p, "config sections"), str(p))
 
 
 def config_to_dict(cfg: SkillConfig) -> dict[str, Any]:

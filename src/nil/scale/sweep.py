@@ -47,7 +47,15 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from nil.config import SkillConfig, config_to_dict, load_config, parse_config, save_config
+from nil.config import (
+    SkillConfig,
+    config_to_dict,
+    format_validation_error,
+    load_config,
+    parse_config,
+    read_yaml_mapping,
+    save_config,
+)
 from nil.errors import ConfigError, NilError
 from nil.io import atomic_write_json, atomic_write_text, sha256_json
 from nil.paths import SkillPaths
@@ -139,22 +147,12 @@ class SweepSpec(_Strict):
         return self
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    parts = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = "unknown key (check the spelling, or remove it)" if e["type"] == "extra_forbidden" else e["msg"]
-        msg = msg.removeprefix("Value error, ")
-        parts.append(f"{key}: {msg}")
-    return f"invalid sweep file {source}: " + "; ".join(parts)
-
-
 def parse_sweep(data: dict[str, Any] | None, source: str = "") -> SweepSpec:
     """Validate a mapping into a SweepSpec; a ConfigError names the offending key."""
     try:
         return SweepSpec.model_validate(data or {})
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source)) from None
+        raise ConfigError(format_validation_error(e, source, "sweep file")) from None
 
 
 def load_sweep(path: str | Path) -> SweepSpec:
@@ -162,13 +160,7 @@ def load_sweep(path: str | Path) -> SweepSpec:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"no sweep file at {p}; see examples/sweep_demo.yaml for one")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p} is not valid YAML: {e}") from None
-    if data is not None and not isinstance(data, dict):
-        raise ConfigError(f"{p} must hold a mapping (base, axes, variants, ...), got {type(data).__name__}")
-    return parse_sweep(data, str(p))
+    return parse_sweep(read_yaml_mapping(p, "sweep sections (base, axes, variants, ...)"), str(p))
 
 
 # --------------------------------------------------------------------------------------------- expansion
