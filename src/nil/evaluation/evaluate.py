@@ -281,6 +281,6 @@ def eval_command(directory: Path, episodes: int = 1) -> dict[str, Any]:
     paths = SkillPaths(Path(directory))
     m = evaluate(paths, episodes)
     _print_summary(m)
-    print(f"wrote {paths.metrics}")
-    print(f"wrote {paths.side_by_side}")
+    print(f"metrics: {paths.metrics}")
+    print(f"side-by-side video: {paths.side_by_side}")
     return m
