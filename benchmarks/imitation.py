@@ -26,7 +26,12 @@ if "MENAGERIE_ROOT" not in os.environ and _SHARED.is_dir():
     os.environ["MENAGERIE_ROOT"] = str(_SHARED)
 
 # The paper's NIL / expert env.-reward ratios (CVPR table): H1 396.1/400, A1 290.3/300, Talos 352.8/400, G1 356.9/400.
-PAPER = {"unitree_h1": 396.1 / 400, "unitree_a1": 290.3 / 300, "pal_talos": 352.8 / 400, "unitree_g1": 356.9 / 400}
+PAPER = {
+    "unitree_h1": 396.1 / 400,
+    "unitree_a1": 290.3 / 300,
+    "pal_talos": 352.8 / 400,
+    "unitree_g1": 356.9 / 400,
+}
 
 # Per-robot additions to the demo config (the demo's budget otherwise).
 ROBOT_OVERRIDES: dict[str, list[str]] = {
@@ -54,15 +59,25 @@ def run_one(robot: str, out: Path, steps: int | None, extra: list[str], fresh: b
     tr, rnd = m["trained"], m["baselines"]["random"]
     teacher = m["baselines"].get("teacher", {})
     row = {
-        "robot": robot, "steps": m["policy"]["step"], "horizon": m["horizon"], "control_hz": m["control_hz"],
-        "velocity_ratio": tr.get("velocity_ratio"), "velocity_ratio_random": rnd.get("velocity_ratio"),
-        "mean_iou": tr.get("mean_iou"), "mean_iou_random": rnd.get("mean_iou"),
+        "robot": robot,
+        "steps": m["policy"]["step"],
+        "horizon": m["horizon"],
+        "control_hz": m["control_hz"],
+        "velocity_ratio": tr.get("velocity_ratio"),
+        "velocity_ratio_random": rnd.get("velocity_ratio"),
+        "mean_iou": tr.get("mean_iou"),
+        "mean_iou_random": rnd.get("mean_iou"),
         "mean_iou_teacher": teacher.get("mean_iou"),
-        "joint_rmse_dtw": tr.get("joint_rmse_dtw"), "joint_rmse_dtw_random": rnd.get("joint_rmse_dtw"),
-        "task_reward": tr.get("task_reward"), "task_reward_teacher": teacher.get("task_reward"),
+        "joint_rmse_dtw": tr.get("joint_rmse_dtw"),
+        "joint_rmse_dtw_random": rnd.get("joint_rmse_dtw"),
+        "task_reward": tr.get("task_reward"),
+        "task_reward_teacher": teacher.get("task_reward"),
         "task_ratio": (tr["task_reward"] / teacher["task_reward"]) if teacher.get("task_reward") else None,
-        "falls": tr.get("falls"), "wall_s": wall, "stage_seconds": m.get("stage_seconds"),
-        "stages": m.get("stages"), "report": m.get("report"),
+        "falls": tr.get("falls"),
+        "wall_s": wall,
+        "stage_seconds": m.get("stage_seconds"),
+        "stages": m.get("stages"),
+        "report": m.get("report"),
     }
     return row
 
@@ -95,7 +110,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="env steps (default: the demo budget)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/nil_bench_imitation"))
     ap.add_argument("--set", dest="extra", nargs="*", default=[], help="extra config overrides key=value")
-    ap.add_argument("--resume", action="store_true", help="reuse existing skill folders (default: start fresh)")
+    ap.add_argument(
+        "--resume", action="store_true", help="reuse existing skill folders (default: start fresh)"
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []

@@ -47,8 +47,16 @@ def run_ours(env_id: str, steps: int, warmup: int, seed: int) -> tuple[float, fl
     env = gym.make(env_id)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     high = env.action_space.high
-    cfg = RLConfig(algo="sac", batch_size=256, actor_width=256, actor_depth=2, critic_width=256, critic_depth=2,
-                   obs_norm=False, replay_ratio=1)
+    cfg = RLConfig(
+        algo="sac",
+        batch_size=256,
+        actor_width=256,
+        actor_depth=2,
+        critic_width=256,
+        critic_depth=2,
+        obs_norm=False,
+        replay_ratio=1,
+    )
     agent = SACAgent(cfg, obs_dim, act_dim)
     buf = ReplayBuffer(steps, obs_dim, act_dim)
     t0 = time.perf_counter()
@@ -70,8 +78,12 @@ def run_ours(env_id: str, steps: int, warmup: int, seed: int) -> tuple[float, fl
             agent.update(buf.sample(cfg.batch_size))
     wall = time.perf_counter() - t0
     env.close()
-    ret = evaluate(env_id, lambda o: agent.act(torch.as_tensor(o, dtype=torch.float32)[None])[0].numpy() * high,
-                   ARGS.eval_episodes, seed)
+    ret = evaluate(
+        env_id,
+        lambda o: agent.act(torch.as_tensor(o, dtype=torch.float32)[None])[0].numpy() * high,
+        ARGS.eval_episodes,
+        seed,
+    )
     return wall, ret
 
 
@@ -106,17 +118,31 @@ def main() -> None:
     for seed in ARGS.seeds:
         for name, fn in (("ours", run_ours), ("sb3", run_sb3)):
             wall, ret = fn(ARGS.env, ARGS.steps, ARGS.warmup, seed)
-            rows.append({"learner": name, "seed": seed, "return": ret, "wall_s": wall,
-                         "ms_per_step": 1000 * wall / ARGS.steps})
-            print(f"{name:5s} seed {seed}: return {ret:8.1f}  {1000 * wall / ARGS.steps:6.2f} ms/env-step", flush=True)
-    print(f"\n{ARGS.env}, {ARGS.steps} steps ({ARGS.warmup} random), seeds {ARGS.seeds}, torch threads {ARGS.threads}\n")
+            rows.append(
+                {
+                    "learner": name,
+                    "seed": seed,
+                    "return": ret,
+                    "wall_s": wall,
+                    "ms_per_step": 1000 * wall / ARGS.steps,
+                }
+            )
+            print(
+                f"{name:5s} seed {seed}: return {ret:8.1f}  {1000 * wall / ARGS.steps:6.2f} ms/env-step",
+                flush=True,
+            )
+    print(
+        f"\n{ARGS.env}, {ARGS.steps} steps ({ARGS.warmup} random), seeds {ARGS.seeds}, torch threads {ARGS.threads}\n"
+    )
     print("| learner | final return (mean ± sd over seeds) | per-seed returns | ms / env step |")
     print("|---|---|---|---|")
     for name in ("ours", "sb3"):
         r = [x for x in rows if x["learner"] == name]
         rets = [x["return"] for x in r]
         ms = np.mean([x["ms_per_step"] for x in r])
-        print(f"| {name} | {np.mean(rets):.1f} ± {np.std(rets):.1f} | {', '.join(f'{v:.1f}' for v in rets)} | {ms:.2f} |")
+        print(
+            f"| {name} | {np.mean(rets):.1f} ± {np.std(rets):.1f} | {', '.join(f'{v:.1f}' for v in rets)} | {ms:.2f} |"
+        )
     ours = np.mean([x["ms_per_step"] for x in rows if x["learner"] == "ours"])
     sb3 = np.mean([x["ms_per_step"] for x in rows if x["learner"] == "sb3"])
     print(f"\nspeed-up (sb3 ms / ours ms): {sb3 / ours:.2f}x")

@@ -34,19 +34,35 @@ def bench_synthetic(robots: list[str], seconds: float, size: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for robot in robots:
-            cfg = parse_config({"robot": {"name": robot}, "camera": {"width": size, "height": size},
-                                "generator": {"name": "synthetic", "seconds": seconds}})
+            cfg = parse_config(
+                {
+                    "robot": {"name": robot},
+                    "camera": {"width": size, "height": size},
+                    "generator": {"name": "synthetic", "seconds": seconds},
+                }
+            )
             t0 = time.perf_counter()
             meta = generate_reference(SkillPaths(Path(tmp) / robot), cfg, force=True)
             total = time.perf_counter() - t0
             info = meta["generator_info"]
-            rows.append({"robot": robot, "size": size, "seconds_of_motion": seconds,
-                         "control_steps": info["control_steps"], "raw_frames": meta["num_frames"],
-                         "retimed_frames": meta["retimed_num_frames"], "total_s": round(total, 2),
-                         "teacher_sim_render_s": meta["wall_time_s"]["generate"],
-                         "retime_s": meta["wall_time_s"]["retime"],
-                         "sim_render_steps_per_s": round(info["control_steps"] / meta["wall_time_s"]["generate"], 1),
-                         "root_x_progress_m": info["root_x_progress_m"], "fell": info["fell_at_step"] is not None})
+            rows.append(
+                {
+                    "robot": robot,
+                    "size": size,
+                    "seconds_of_motion": seconds,
+                    "control_steps": info["control_steps"],
+                    "raw_frames": meta["num_frames"],
+                    "retimed_frames": meta["retimed_num_frames"],
+                    "total_s": round(total, 2),
+                    "teacher_sim_render_s": meta["wall_time_s"]["generate"],
+                    "retime_s": meta["wall_time_s"]["retime"],
+                    "sim_render_steps_per_s": round(
+                        info["control_steps"] / meta["wall_time_s"]["generate"], 1
+                    ),
+                    "root_x_progress_m": info["root_x_progress_m"],
+                    "fell": info["fell_at_step"] is not None,
+                }
+            )
     return rows
 
 
@@ -56,16 +72,28 @@ def bench_retime(size: int, frames: int) -> list[dict]:
     from nil.reference.video import Video
 
     yy, xx = np.mgrid[0:size, 0:size]
-    src = np.stack([np.stack([(xx * 3 + 4 * i) % 256, (yy * 5) % 256, ((xx + yy + 2 * i) * 2) % 256], -1)
-                    for i in range(frames)]).astype(np.uint8)
+    src = np.stack(
+        [
+            np.stack([(xx * 3 + 4 * i) % 256, (yy * 5) % 256, ((xx + yy + 2 * i) * 2) % 256], -1)
+            for i in range(frames)
+        ]
+    ).astype(np.uint8)
     video = Video(src, 25.0)
     rows = []
     for method in ("nearest", "flow"):
         t0 = time.perf_counter()
         out = retime(video, 100.0, method)
         dt = time.perf_counter() - t0
-        rows.append({"method": method, "size": size, "src_frames": frames, "out_frames": out.num_frames,
-                     "seconds": round(dt, 3), "out_frames_per_s": round(out.num_frames / dt, 1)})
+        rows.append(
+            {
+                "method": method,
+                "size": size,
+                "src_frames": frames,
+                "out_frames": out.num_frames,
+                "seconds": round(dt, 3),
+                "out_frames_per_s": round(out.num_frames / dt, 1),
+            }
+        )
     return rows
 
 
@@ -76,11 +104,14 @@ def tune(robot: str, seconds: float = 3.0) -> list[dict]:
 
     spec = get_robot(robot)
     rows = []
-    for hz, swing, lift, kp in itertools.product([1.0, 1.5, 2.0, 2.5], [0.25, 0.35, 0.5], [0.5, 0.7], [1.0, 2.0, 3.0]):
+    for hz, swing, lift, kp in itertools.product(
+        [1.0, 1.5, 2.0, 2.5], [0.25, 0.35, 0.5], [0.5, 0.7], [1.0, 2.0, 3.0]
+    ):
         outs = []
         for amp in (0.8, 1.0, 1.2):
-            r = rollout_physics(spec, CPGParams(gait_hz=hz, swing=swing, lift=lift, kp_scale=kp, amplitude=amp),
-                                seconds)
+            r = rollout_physics(
+                spec, CPGParams(gait_hz=hz, swing=swing, lift=lift, kp_scale=kp, amplitude=amp), seconds
+            )
             pos, up = r["root_pos"], r["up_z"]
             if not np.isfinite(pos).all():
                 break
@@ -88,9 +119,18 @@ def tune(robot: str, seconds: float = 3.0) -> list[dict]:
         if len(outs) < 3:
             continue
         upright = all(o[2] > spec.fall_height + 0.03 and o[3] > 0.85 for o in outs)
-        rows.append({"gait_hz": hz, "swing": swing, "lift": lift, "kp_scale": kp, "upright": upright,
-                     "score": round(min(o[0] - 2 * o[1] for o in outs), 3),
-                     "dx_m": [round(o[0], 2) for o in outs], "drift_m": [round(o[1], 2) for o in outs]})
+        rows.append(
+            {
+                "gait_hz": hz,
+                "swing": swing,
+                "lift": lift,
+                "kp_scale": kp,
+                "upright": upright,
+                "score": round(min(o[0] - 2 * o[1] for o in outs), 3),
+                "dx_m": [round(o[0], 2) for o in outs],
+                "drift_m": [round(o[1], 2) for o in outs],
+            }
+        )
     rows.sort(key=lambda r: (not r["upright"], -r["score"]))
     return rows
 

@@ -32,12 +32,23 @@ def make_batch(n: int, device: str = "cpu", seed: int = 0) -> SimBatch:
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
     mask = torch.rand(n, HW, HW, generator=g) > 0.7
     b = SimBatch(
-        obs=r(n, 50), rgb=torch.randint(0, 256, (n, HW, HW, 3), generator=g, dtype=torch.uint8), mask=mask,
-        terminated=torch.zeros(n, dtype=torch.bool), truncated=torch.zeros(n, dtype=torch.bool),
-        t=torch.randint(0, T_REF, (n,), generator=g), qpos=r(n, 26), qvel=r(n, 25), joint_vel=r(n, NJ),
-        torque=r(n, NU) * 50, action=r(n, NU).clamp(-1, 1), prev_action=r(n, NU).clamp(-1, 1),
-        foot_contact=torch.rand(n, NFEET, generator=g) > 0.5, foot_vel_xy=r(n, NFEET, 2),
-        torso_up_z=torch.rand(n, generator=g), root_pos=r(n, 3), root_lin_vel=r(n, 3),
+        obs=r(n, 50),
+        rgb=torch.randint(0, 256, (n, HW, HW, 3), generator=g, dtype=torch.uint8),
+        mask=mask,
+        terminated=torch.zeros(n, dtype=torch.bool),
+        truncated=torch.zeros(n, dtype=torch.bool),
+        t=torch.randint(0, T_REF, (n,), generator=g),
+        qpos=r(n, 26),
+        qvel=r(n, 25),
+        joint_vel=r(n, NJ),
+        torque=r(n, NU) * 50,
+        action=r(n, NU).clamp(-1, 1),
+        prev_action=r(n, NU).clamp(-1, 1),
+        foot_contact=torch.rand(n, NFEET, generator=g) > 0.5,
+        foot_vel_xy=r(n, NFEET, 2),
+        torso_up_z=torch.rand(n, generator=g),
+        root_pos=r(n, 3),
+        root_lin_vel=r(n, 3),
         nonfinite=torch.zeros(n, dtype=torch.bool),
     )
     return b.to(device)
@@ -83,8 +94,20 @@ def bench_terms(ns: list[int], min_time: float) -> None:
     for n in ns:
         b = make_batch(n)
         rew = NILReward(cfg, ref_masks=ref, num_envs=n, action_dim=NU, device="cpu")
-        bn = {k: getattr(b, k).numpy() for k in
-              ("t", "mask", "torque", "action", "prev_action", "joint_vel", "foot_vel_xy", "foot_contact", "torso_up_z")}
+        bn = {
+            k: getattr(b, k).numpy()
+            for k in (
+                "t",
+                "mask",
+                "torque",
+                "action",
+                "prev_action",
+                "joint_vel",
+                "foot_vel_xy",
+                "foot_contact",
+                "torso_up_z",
+            )
+        }
         got, want = rew(b).total.numpy(), naive_reward(bn, ref_np, cfg)
         assert np.allclose(got, want, atol=1e-4), "batched and naive rewards disagree"
         tb = timeit(lambda: rew(b), min_time / 3, rounds=3)  # noqa: B023
@@ -101,8 +124,10 @@ def bench_timesformer(batches: list[int], device: str, dtype: str, min_reps: int
         torch.manual_seed(0)
         TimesformerModel(mcfg).save_pretrained(d)
         enc = load_encoder(EncoderConfig(model_id=d, device=device, dtype=dtype, batch_size=max(batches)))
-    print(f"\n## TimeSformer-base ({sum(p.numel() for p in enc.model.parameters()) / 1e6:.0f}M params), "
-          f"{device} {str(enc.dtype).removeprefix('torch.')}, torch threads {torch.get_num_threads()}")
+    print(
+        f"\n## TimeSformer-base ({sum(p.numel() for p in enc.model.parameters()) / 1e6:.0f}M params), "
+        f"{device} {str(enc.dtype).removeprefix('torch.')}, torch threads {torch.get_num_threads()}"
+    )
     print("| batch (clips of 8x224²) | s per call | clips/s |")
     print("|---:|---:|---:|")
     for bs in batches:

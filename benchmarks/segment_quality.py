@@ -32,8 +32,14 @@ def run(robot: str, size: int, seconds: float, root: Path) -> dict:
     from nil.reference.segment import iou
     from nil.reference.segment.flow import FlowSegmenter
 
-    cfg = parse_config({"robot": {"name": robot}, "camera": {"width": size, "height": size},
-                        "generator": {"name": "synthetic", "seconds": seconds}, "segmenter": {"name": "flow"}})
+    cfg = parse_config(
+        {
+            "robot": {"name": robot},
+            "camera": {"width": size, "height": size},
+            "generator": {"name": "synthetic", "seconds": seconds},
+            "segmenter": {"name": "flow"},
+        }
+    )
     paths = SkillPaths(root / robot)
     paths.root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, paths.root)
@@ -44,9 +50,15 @@ def run(robot: str, size: int, seconds: float, root: Path) -> dict:
     masks = FlowSegmenter().segment(video, truth[0])
     wall = time.perf_counter() - t0
     ious = np.array([iou(a, b) for a, b in zip(masks[1:], truth[1:], strict=True)])  # frame 0 is the prompt
-    return {"robot": robot, "frames": video.num_frames, "size": size, "mean_iou": float(ious.mean()),
-            "min_iou": float(ious.min()), "fps": video.num_frames / wall,
-            "robot_fraction": float(truth.mean())}
+    return {
+        "robot": robot,
+        "frames": video.num_frames,
+        "size": size,
+        "mean_iou": float(ious.mean()),
+        "min_iou": float(ious.min()),
+        "fps": video.num_frames / wall,
+        "robot_fraction": float(truth.mean()),
+    }
 
 
 def main() -> None:
@@ -64,8 +76,10 @@ def main() -> None:
     print("| robot | frames | size | robot px | mean IoU | min IoU | frames/s (CPU) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['robot']} | {r['frames']} | {r['size']}x{r['size']} | {r['robot_fraction']:.1%} | "
-              f"{r['mean_iou']:.3f} | {r['min_iou']:.3f} | {r['fps']:.0f} |")
+        print(
+            f"| {r['robot']} | {r['frames']} | {r['size']}x{r['size']} | {r['robot_fraction']:.1%} | "
+            f"{r['mean_iou']:.3f} | {r['min_iou']:.3f} | {r['fps']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

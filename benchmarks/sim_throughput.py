@@ -46,7 +46,11 @@ def naive_steps_per_s(spec, steps: int, seed: int = 0) -> float:
     root = spec.root_id(prepared)
     cam = mujoco.MjvCamera()
     cam.type = mujoco.mjtCamera.mjCAMERA_FREE
-    cam.distance, cam.elevation, cam.azimuth = spec.camera.distance, spec.camera.elevation, spec.camera.azimuth
+    cam.distance, cam.elevation, cam.azimuth = (
+        spec.camera.distance,
+        spec.camera.elevation,
+        spec.camera.azimuth,
+    )
     rgb_r = mujoco.Renderer(model, spec.camera.height, spec.camera.width)
     seg_r = mujoco.Renderer(model, spec.camera.height, spec.camera.width)
     seg_r.enable_segmentation_rendering()
@@ -83,7 +87,9 @@ def naive_steps_per_s(spec, steps: int, seed: int = 0) -> float:
     return steps / dt
 
 
-def sim_steps_per_s(spec, backend: str, workers: int, num_envs: int, steps: int, device: str, seed: int = 0) -> float:
+def sim_steps_per_s(
+    spec, backend: str, workers: int, num_envs: int, steps: int, device: str, seed: int = 0
+) -> float:
     """Env-steps/s of make_sim (any backend) with random actions, resetting envs that end."""
     import torch
 
@@ -130,12 +136,17 @@ def main(argv: list[str] | None = None) -> int:
     from nil.robots import get_robot
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# {platform.node()} cpus={os.cpu_count()} load(1m)={load:.1f} python {platform.python_version()}",
-          file=sys.stderr)
+    print(
+        f"# {platform.node()} cpus={os.cpu_count()} load(1m)={load:.1f} python {platform.python_version()}",
+        file=sys.stderr,
+    )
     if args.device.startswith("cuda"):
         import torch
 
-        print(f"# device {args.device}: {torch.cuda.get_device_name(torch.device(args.device))}", file=sys.stderr)
+        print(
+            f"# device {args.device}: {torch.cuda.get_device_name(torch.device(args.device))}",
+            file=sys.stderr,
+        )
     rows = []
     for robot in args.robots:
         for res in args.res:
@@ -145,9 +156,16 @@ def main(argv: list[str] | None = None) -> int:
             workers = [0] if args.backend == "warp" else args.workers
             for w, n_envs in ((w, n) for n in args.num_envs for w in workers):
                 sps = sim_steps_per_s(spec, args.backend, w, n_envs, args.steps, args.device)
-                row = {"robot": robot, "res": res, "backend": args.backend, "workers": w, "num_envs": n_envs,
-                       "env_steps_per_s": round(sps, 1), "naive_env_steps_per_s": None if naive is None else
-                       round(naive, 2), "speedup_vs_naive": None if naive is None else round(sps / naive, 1)}
+                row = {
+                    "robot": robot,
+                    "res": res,
+                    "backend": args.backend,
+                    "workers": w,
+                    "num_envs": n_envs,
+                    "env_steps_per_s": round(sps, 1),
+                    "naive_env_steps_per_s": None if naive is None else round(naive, 2),
+                    "speedup_vs_naive": None if naive is None else round(sps / naive, 1),
+                }
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
     print("| robot | res | backend | workers | envs | env-steps/s | naive env-steps/s | x naive |")
@@ -155,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         naive_s = "-" if r["naive_env_steps_per_s"] is None else f"{r['naive_env_steps_per_s']:.1f}"
         x = "-" if r["speedup_vs_naive"] is None else f"{r['speedup_vs_naive']:.1f}x"
-        print(f"| {r['robot']} | {r['res']}² | {r['backend']} | {r['workers']} | {r['num_envs']} | "
-              f"{r['env_steps_per_s']:.1f} | {naive_s} | {x} |")
+        print(
+            f"| {r['robot']} | {r['res']}² | {r['backend']} | {r['workers']} | {r['num_envs']} | "
+            f"{r['env_steps_per_s']:.1f} | {naive_s} | {x} |"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"load_1m": load, "cpus": os.cpu_count(), "rows": rows}, f, indent=2)

@@ -26,8 +26,8 @@ def _frames(n: int, shift: int = 3) -> np.ndarray:
     for i in range(n):
         f = np.full((H, W, 3), 255, np.uint8)
         x0 = 10 + i * shift
-        f[14:34, x0:x0 + 14] = (200, 40, 40)
-        f[14:34, x0:x0 + 14, 1] = (xx[14:34, x0:x0 + 14] * 12 % 256).astype(np.uint8)
+        f[14:34, x0 : x0 + 14] = (200, 40, 40)
+        f[14:34, x0 : x0 + 14, 1] = (xx[14:34, x0 : x0 + 14] * 12 % 256).astype(np.uint8)
         out.append(f)
     return np.stack(out)
 
@@ -42,8 +42,11 @@ def skill(tmp_path, monkeypatch):
     mask = np.any(first < 230, axis=-1)
     spec = SimpleNamespace(name="fakebot", description="four-legged fakebot", control_hz=100.0)
     monkeypatch.setattr(bundle, "_robot_spec", lambda cfg: spec)
-    monkeypatch.setattr(bundle, "_write_frame0",
-                        lambda paths, spec, bg: SimpleNamespace(rgb=first, rgb_nobg=first, mask=mask, qpos=None))
+    monkeypatch.setattr(
+        bundle,
+        "_write_frame0",
+        lambda paths, spec, bg: SimpleNamespace(rgb=first, rgb_nobg=first, mask=mask, qpos=None),
+    )
     calls = {"n": 0}
     real = FileGenerator.generate
 
@@ -178,8 +181,13 @@ def test_load_before_generate(tmp_path):
 
 def test_file_far_from_e0_warns_and_records(skill, monkeypatch, caplog):
     other = np.zeros((H, W, 3), np.uint8)
-    monkeypatch.setattr(bundle, "_write_frame0", lambda paths, spec, bg: SimpleNamespace(
-        rgb=other, rgb_nobg=other, mask=np.ones((H, W), bool), qpos=None))
+    monkeypatch.setattr(
+        bundle,
+        "_write_frame0",
+        lambda paths, spec, bg: SimpleNamespace(
+            rgb=other, rgb_nobg=other, mask=np.ones((H, W), bool), qpos=None
+        ),
+    )
     with caplog.at_level("WARNING"):
         meta = bundle.generate_reference(skill.paths, skill.cfg)
     assert meta["generator_info"]["first_frame_far_from_e0"] is True

@@ -20,7 +20,9 @@ def test_robots_json(capsys: pytest.CaptureFixture[str]) -> None:
     names = [r["name"] for r in rows]
     assert names[0] == "ant" and "unitree_h1" in names
     ant = rows[0]
-    assert ant["available"] and ant["path"].endswith("ant.xml") and ant["description"] == "four-legged ant robot"
+    assert (
+        ant["available"] and ant["path"].endswith("ant.xml") and ant["description"] == "four-legged ant robot"
+    )
 
 
 def test_robots_show(capsys: pytest.CaptureFixture[str], menagerie_root: Path) -> None:
@@ -41,7 +43,10 @@ def test_frame_writes_two_pngs(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_init_writes_skill_yaml(tmp_path: Path) -> None:
     d = tmp_path / "walk"
-    assert main(["init", str(d), "--robot", "ant", "--skill", "walking forward", "--set", "rl.total_steps=500"]) == 0
+    assert (
+        main(["init", str(d), "--robot", "ant", "--skill", "walking forward", "--set", "rl.total_steps=500"])
+        == 0
+    )
     data = yaml.safe_load((d / "skill.yaml").read_text())
     assert data["robot"]["name"] == "ant" and data["skill"] == "walking forward"
     assert data["rl"]["total_steps"] == 500
@@ -50,8 +55,13 @@ def test_init_writes_skill_yaml(tmp_path: Path) -> None:
 
 def test_user_error_is_one_line_exit_2(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run([sys.executable, "-m", "nil", "frame", "--robot", "no_such_robot", "--out", str(tmp_path)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nil", "frame", "--robot", "no_such_robot", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: unknown robot 'no_such_robot'")
@@ -66,7 +76,9 @@ def test_doctor_json(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mon
     import nil.doctor
 
     # importing Warp takes ~10 s here; its status has its own tests (warp backend)
-    monkeypatch.setattr(nil.doctor, "warp_info", lambda: {"available": False, "error": "skipped in this test"})
+    monkeypatch.setattr(
+        nil.doctor, "warp_info", lambda: {"available": False, "error": "skipped in this test"}
+    )
     assert main(["doctor", "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["gl"]["MUJOCO_GL"] and rep["gl"]["ok"]

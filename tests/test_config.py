@@ -38,8 +38,14 @@ def test_bad_value_names_the_key() -> None:
 
 
 def test_save_load_round_trip(tmp_path: Path) -> None:
-    cfg = parse_config({"robot": {"name": "unitree_h1", "kp": 120.0}, "skill": "jumping",
-                        "camera": {"width": 96, "background": [0, 0, 0]}, "sim": {"num_envs": 8}})
+    cfg = parse_config(
+        {
+            "robot": {"name": "unitree_h1", "kp": 120.0},
+            "skill": "jumping",
+            "camera": {"width": 96, "background": [0, 0, 0]},
+            "sim": {"num_envs": 8},
+        }
+    )
     path = save_config(cfg, tmp_path)
     assert path == tmp_path / "skill.yaml"
     back = load_config(tmp_path)

@@ -30,7 +30,9 @@ def _text_parts():
     from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
     torch.manual_seed(0)
-    cfg = T5Config(vocab_size=384, d_model=16, d_kv=8, num_heads=2, d_ff=32, num_layers=1, num_decoder_layers=0)
+    cfg = T5Config(
+        vocab_size=384, d_model=16, d_kv=8, num_heads=2, d_ff=32, num_layers=1, num_decoder_layers=0
+    )
     return ByT5Tokenizer(), T5EncoderModel(cfg)
 
 
@@ -46,14 +48,31 @@ def build_tiny_cogvideox(path: Path) -> Path:
 
     tok, te = _text_parts()
     torch.manual_seed(0)
-    vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1,
-                                 norm_num_groups=2, sample_height=64, sample_width=96)
-    tr = CogVideoXTransformer3DModel(num_attention_heads=2, attention_head_dim=16, in_channels=8, out_channels=4,
-                                     time_embed_dim=8, text_embed_dim=16, num_layers=1, sample_width=12,
-                                     sample_height=8, sample_frames=9, patch_size=2,
-                                     use_rotary_positional_embeddings=True)
-    CogVideoXImageToVideoPipeline(tokenizer=tok, text_encoder=te, vae=vae, transformer=tr,
-                                  scheduler=CogVideoXDDIMScheduler()).save_pretrained(path)
+    vae = AutoencoderKLCogVideoX(
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        sample_height=64,
+        sample_width=96,
+    )
+    tr = CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=8,
+        out_channels=4,
+        time_embed_dim=8,
+        text_embed_dim=16,
+        num_layers=1,
+        sample_width=12,
+        sample_height=8,
+        sample_frames=9,
+        patch_size=2,
+        use_rotary_positional_embeddings=True,
+    )
+    CogVideoXImageToVideoPipeline(
+        tokenizer=tok, text_encoder=te, vae=vae, transformer=tr, scheduler=CogVideoXDDIMScheduler()
+    ).save_pretrained(path)
     return path
 
 
@@ -69,16 +88,34 @@ def build_tiny_ltx(path: Path) -> Path:
 
     tok, te = _text_parts()
     torch.manual_seed(0)
-    vae = AutoencoderKLLTXVideo(latent_channels=8, block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4,
-                                layers_per_block=(1,) * 5, decoder_layers_per_block=(1,) * 5,
-                                spatio_temporal_scaling=(True, True, False, False),
-                                decoder_spatio_temporal_scaling=(True, True, False, False),
-                                decoder_inject_noise=(False,) * 5, upsample_residual=(False,) * 4,
-                                upsample_factor=(1,) * 4, patch_size=1, patch_size_t=1)
-    tr = LTXVideoTransformer3DModel(in_channels=8, out_channels=8, patch_size=1, patch_size_t=1, num_attention_heads=2,
-                                    attention_head_dim=8, cross_attention_dim=16, num_layers=1, caption_channels=16)
-    LTXImageToVideoPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=te, tokenizer=tok,
-                            transformer=tr).save_pretrained(path)
+    vae = AutoencoderKLLTXVideo(
+        latent_channels=8,
+        block_out_channels=(8,) * 4,
+        decoder_block_out_channels=(8,) * 4,
+        layers_per_block=(1,) * 5,
+        decoder_layers_per_block=(1,) * 5,
+        spatio_temporal_scaling=(True, True, False, False),
+        decoder_spatio_temporal_scaling=(True, True, False, False),
+        decoder_inject_noise=(False,) * 5,
+        upsample_residual=(False,) * 4,
+        upsample_factor=(1,) * 4,
+        patch_size=1,
+        patch_size_t=1,
+    )
+    tr = LTXVideoTransformer3DModel(
+        in_channels=8,
+        out_channels=8,
+        patch_size=1,
+        patch_size_t=1,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        cross_attention_dim=16,
+        num_layers=1,
+        caption_channels=16,
+    )
+    LTXImageToVideoPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=te, tokenizer=tok, transformer=tr
+    ).save_pretrained(path)
     return path
 
 
@@ -86,7 +123,10 @@ def build_tiny_ltx(path: Path) -> Path:
 def tiny_models(tmp_path_factory):
     hide_broken_torchvision()
     root = tmp_path_factory.mktemp("models")
-    return {"cogvideox": build_tiny_cogvideox(root / "tiny-cogvideox"), "ltx": build_tiny_ltx(root / "tiny-ltx")}
+    return {
+        "cogvideox": build_tiny_cogvideox(root / "tiny-cogvideox"),
+        "ltx": build_tiny_ltx(root / "tiny-ltx"),
+    }
 
 
 def _frame0() -> tuple[np.ndarray, np.ndarray]:
@@ -100,16 +140,31 @@ def skill_dir(tmp_path, monkeypatch):
     f0, mask = _frame0()
     spec = SimpleNamespace(name="fakebot", description="four-legged fakebot", control_hz=100.0)
     monkeypatch.setattr(bundle, "_robot_spec", lambda cfg: spec)
-    monkeypatch.setattr(bundle, "_write_frame0",
-                        lambda paths, spec, bg: SimpleNamespace(rgb=f0, rgb_nobg=f0, mask=mask, qpos=None))
+    monkeypatch.setattr(
+        bundle,
+        "_write_frame0",
+        lambda paths, spec, bg: SimpleNamespace(rgb=f0, rgb_nobg=f0, mask=mask, qpos=None),
+    )
     return SkillPaths(tmp_path / "skill")
 
 
-@pytest.mark.parametrize("family,extra,fps", [("cogvideox", {}, 8.0), ("ltx", {"height": 64, "width": 96}, 25.0)])
+@pytest.mark.parametrize(
+    "family,extra,fps", [("cogvideox", {}, 8.0), ("ltx", {"height": 64, "width": 96}, 25.0)]
+)
 def test_tiny_pipeline_through_bundle(tiny_models, skill_dir, family, extra, fps):
     path = tiny_models[family]
-    cfg = parse_config({"generator": {"name": "diffusers", "model_id": str(path), "steps": 2, "num_frames": 9,
-                                      "seed": 3, **extra}})
+    cfg = parse_config(
+        {
+            "generator": {
+                "name": "diffusers",
+                "model_id": str(path),
+                "steps": 2,
+                "num_frames": 9,
+                "seed": 3,
+                **extra,
+            }
+        }
+    )
     meta = bundle.generate_reference(skill_dir, cfg)
     info = meta["generator_info"]
     assert info["family"] == family  # detected from model_index.json's _class_name
@@ -119,7 +174,10 @@ def test_tiny_pipeline_through_bundle(tiny_models, skill_dir, family, extra, fps
     assert meta["num_frames"] == 9 and meta["fps"] == fps  # the family's native rate
     assert meta["retimed_num_frames"] == round(8 * 100 / fps) + 1
     on_disk = json.loads(skill_dir.meta.read_text())
-    assert on_disk["generator"] == "diffusers" and on_disk["cache_params"]["generator_params"]["family"] == family
+    assert (
+        on_disk["generator"] == "diffusers"
+        and on_disk["cache_params"]["generator_params"]["family"] == family
+    )
     ref = bundle.load_reference(skill_dir)
     assert ref.frames.dtype == np.uint8 and ref.hw == (H, W)  # brought back to the render size
     assert ref.num_frames == meta["retimed_num_frames"]
@@ -177,9 +235,15 @@ def test_folder_without_model_index(tmp_path):
 
 
 def test_folder_missing_component(tmp_path):
-    (tmp_path / "model_index.json").write_text(json.dumps(
-        {"_class_name": "CogVideoXImageToVideoPipeline", "transformer": ["diffusers", "CogVideoXTransformer3DModel"],
-         "vae": ["diffusers", "AutoencoderKLCogVideoX"]}))
+    (tmp_path / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "CogVideoXImageToVideoPipeline",
+                "transformer": ["diffusers", "CogVideoXTransformer3DModel"],
+                "vae": ["diffusers", "AutoencoderKLCogVideoX"],
+            }
+        )
+    )
     (tmp_path / "vae").mkdir()
     with pytest.raises(GeneratorError, match=r"\['transformer'\]"):
         DiffusersI2VGenerator(GeneratorConfig(name="diffusers", model_id=str(tmp_path))).cache_params()
@@ -187,7 +251,9 @@ def test_folder_missing_component(tmp_path):
 
 def test_nonexistent_local_path(tmp_path):
     with pytest.raises(GeneratorError, match="no such model folder"):
-        DiffusersI2VGenerator(GeneratorConfig(name="diffusers", model_id=str(tmp_path / "nope"))).cache_params()
+        DiffusersI2VGenerator(
+            GeneratorConfig(name="diffusers", model_id=str(tmp_path / "nope"))
+        ).cache_params()
 
 
 def test_unsupported_family(tmp_path):
@@ -211,7 +277,9 @@ def test_hub_unreachable_names_model_and_options(monkeypatch):
         raise ConnectionError("Name or service not known")
 
     monkeypatch.setattr(huggingface_hub.HfApi, "model_info", no_network)
-    with pytest.raises(GeneratorError, match=r"cannot reach model 'some-org/some-i2v'.*local pipeline folder"):
+    with pytest.raises(
+        GeneratorError, match=r"cannot reach model 'some-org/some-i2v'.*local pipeline folder"
+    ):
         DiffusersI2VGenerator(GeneratorConfig(name="diffusers", model_id="some-org/some-i2v")).cache_params()
 
 
@@ -219,8 +287,14 @@ def test_big_model_without_gpu_is_refused(tmp_path, monkeypatch):
     import torch
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    (tmp_path / "model_index.json").write_text(json.dumps(
-        {"_class_name": "CogVideoXImageToVideoPipeline", "transformer": ["diffusers", "CogVideoXTransformer3DModel"]}))
+    (tmp_path / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "CogVideoXImageToVideoPipeline",
+                "transformer": ["diffusers", "CogVideoXTransformer3DModel"],
+            }
+        )
+    )
     (tmp_path / "transformer").mkdir()
     with open(tmp_path / "transformer" / "diffusion_pytorch_model.safetensors", "wb") as f:
         f.truncate(6 * 10**9)  # sparse: 6 GB on paper, nothing on disk
@@ -228,4 +302,6 @@ def test_big_model_without_gpu_is_refused(tmp_path, monkeypatch):
     with pytest.raises(GeneratorError, match="no GPU"):
         g.generate(np.zeros((H, W, 3), np.uint8), "x", num_frames=9, fps=None, seed=0)
     with pytest.raises(GeneratorError, match="no CUDA GPU"):
-        DiffusersI2VGenerator(GeneratorConfig(name="diffusers", model_id=str(tmp_path), device="cuda")).resolve()
+        DiffusersI2VGenerator(
+            GeneratorConfig(name="diffusers", model_id=str(tmp_path), device="cuda")
+        ).resolve()

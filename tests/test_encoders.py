@@ -28,8 +28,14 @@ RES, CLIP, HID, LABELS = 32, 4, 24, 7
 def tsf_dir(tmp_path_factory):
     """A tiny random TimesformerForVideoClassification checkpoint (as the K400 hub model is) + its model."""
     cfg = transformers.TimesformerConfig(
-        image_size=RES, patch_size=8, num_frames=CLIP, hidden_size=HID, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=48, num_labels=LABELS,
+        image_size=RES,
+        patch_size=8,
+        num_frames=CLIP,
+        hidden_size=HID,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        num_labels=LABELS,
     )
     torch.manual_seed(0)
     model = transformers.TimesformerForVideoClassification(cfg).eval()
@@ -45,7 +51,9 @@ def _cfg(d, **kw) -> EncoderConfig:
 def test_timesformer_embedding_is_cls_after_layernorm_not_logits(tsf_dir):
     d, model = tsf_dir
     enc = load_encoder(_cfg(d, batch_size=2))
-    clips = torch.randint(0, 256, (3, CLIP, RES, RES, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    clips = torch.randint(
+        0, 256, (3, CLIP, RES, RES, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     z = enc.embed(clips)  # 3 clips in chunks of 2
     assert z.shape == (3, HID) and z.dtype == torch.float32  # hidden size, not num_labels
     x = (clips.permute(0, 1, 4, 2, 3).float() / 255.0 - 0.45) / 0.225  # Kinetics normalisation
@@ -67,7 +75,9 @@ def test_resize_and_preprocessor_config_are_used(tsf_dir, tmp_path):
 
     d2 = tmp_path / "tsf_norm"
     shutil.copytree(d, d2)
-    (d2 / "preprocessor_config.json").write_text('{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}')
+    (d2 / "preprocessor_config.json").write_text(
+        '{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}'
+    )
     enc = load_encoder(_cfg(d2))
     assert enc.norm_source == "preprocessor_config.json"
     clips = torch.randint(0, 256, (1, CLIP, RES, RES, 3), dtype=torch.uint8)
@@ -84,7 +94,9 @@ def test_missing_weights_raise_encoder_error(tsf_dir, tmp_path):
     with pytest.raises(EncoderError, match="use_video=false"):
         load_encoder(_cfg(tmp_path / "nope"))
     with pytest.raises(EncoderError, match="use_video=false"):
-        load_encoder(EncoderConfig(model_id="facebook/not-a-cached-model-xyz", local_files_only=True, device="cpu"))
+        load_encoder(
+            EncoderConfig(model_id="facebook/not-a-cached-model-xyz", local_files_only=True, device="cpu")
+        )
     # a checkpoint of another family must not load as a half-random backbone
     with pytest.raises(EncoderError, match="encoder.name"):
         load_encoder(_cfg(tsf_dir[0], name="videomae"))
@@ -92,8 +104,15 @@ def test_missing_weights_raise_encoder_error(tsf_dir, tmp_path):
 
 def test_videomae_mean_pool(tmp_path):
     cfg = transformers.VideoMAEConfig(
-        image_size=RES, patch_size=8, num_frames=CLIP, tubelet_size=2, hidden_size=HID, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=48, use_mean_pooling=True,
+        image_size=RES,
+        patch_size=8,
+        num_frames=CLIP,
+        tubelet_size=2,
+        hidden_size=HID,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        use_mean_pooling=True,
     )
     torch.manual_seed(0)
     model = transformers.VideoMAEModel(cfg).eval()
@@ -104,11 +123,15 @@ def test_videomae_mean_pool(tmp_path):
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 1, 3, 1, 1)
     with torch.no_grad():
-        want = model(pixel_values=(clips.permute(0, 1, 4, 2, 3).float() / 255.0 - mean) / std).last_hidden_state
+        want = model(
+            pixel_values=(clips.permute(0, 1, 4, 2, 3).float() / 255.0 - mean) / std
+        ).last_hidden_state
     assert z.shape == (2, HID) and torch.allclose(z, want.mean(1), atol=1e-5)
     assert enc.id.startswith("videomae-")
     with pytest.raises(EncoderError, match="clip_len=4"):
-        load_encoder(EncoderConfig(model_id=str(tmp_path), name="videomae", clip_len=8, resolution=RES, device="cpu"))
+        load_encoder(
+            EncoderConfig(model_id=str(tmp_path), name="videomae", clip_len=8, resolution=RES, device="cpu")
+        )
 
 
 def test_clip_indices():
@@ -141,10 +164,23 @@ def _batch(rgb: torch.Tensor, mask: torch.Tensor, t: int) -> SimBatch:
     n = rgb.shape[0]
     z = torch.zeros(n, 2)
     return SimBatch(
-        obs=z, rgb=rgb, mask=mask, terminated=torch.zeros(n, dtype=torch.bool),
-        truncated=torch.zeros(n, dtype=torch.bool), t=torch.full((n,), t), qpos=z, qvel=z, joint_vel=z, torque=z,
-        action=z, prev_action=z, foot_contact=torch.zeros(n, 1, dtype=torch.bool), foot_vel_xy=torch.zeros(n, 1, 2),
-        torso_up_z=torch.ones(n), root_pos=torch.zeros(n, 3), root_lin_vel=torch.zeros(n, 3),
+        obs=z,
+        rgb=rgb,
+        mask=mask,
+        terminated=torch.zeros(n, dtype=torch.bool),
+        truncated=torch.zeros(n, dtype=torch.bool),
+        t=torch.full((n,), t),
+        qpos=z,
+        qvel=z,
+        joint_vel=z,
+        torque=z,
+        action=z,
+        prev_action=z,
+        foot_contact=torch.zeros(n, 1, dtype=torch.bool),
+        foot_vel_xy=torch.zeros(n, 1, 2),
+        torso_up_z=torch.ones(n),
+        root_pos=torch.zeros(n, 3),
+        root_lin_vel=torch.zeros(n, 3),
         nonfinite=torch.zeros(n, dtype=torch.bool),
     )
 
@@ -184,8 +220,15 @@ def test_reference_embeddings_cache_and_self_similarity(tsf_dir, tmp_path, monke
     emb = reference_embeddings(paths, ecfg, enc)
 
     enc.embed = orig
-    reward = NILReward(RewardConfig(), ref_masks=torch.from_numpy(masks), num_envs=2, action_dim=2, device="cpu",
-                       encoder=enc, ref_embeddings=emb)
+    reward = NILReward(
+        RewardConfig(),
+        ref_masks=torch.from_numpy(masks),
+        num_envs=2,
+        action_dim=2,
+        device="cpu",
+        encoder=enc,
+        ref_embeddings=emb,
+    )
     rgb, msk = torch.from_numpy(frames), torch.from_numpy(masks)
     for t in range(n_ref):
         out = reward(_batch(rgb[t].expand(2, -1, -1, -1).clone(), msk[t].expand(2, -1, -1).clone(), t))

@@ -27,7 +27,9 @@ def test_registry_builds_each_builtin(tmp_path):
     built = {
         "synthetic": make_generator(parse_config({})),
         "file": make_generator(parse_config({"generator": {"name": "file", "path": str(video)}})),
-        "diffusers": make_generator(parse_config({"generator": {"name": "diffusers"}})),  # lazy: loads nothing
+        "diffusers": make_generator(
+            parse_config({"generator": {"name": "diffusers"}})
+        ),  # lazy: loads nothing
     }
     assert isinstance(built["synthetic"], SyntheticGenerator) and built["synthetic"].synthetic
     assert isinstance(built["file"], FileGenerator) and not built["file"].synthetic

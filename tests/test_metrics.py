@@ -23,8 +23,10 @@ from nil.evaluation.video import BOTH, REF_ONLY, compose_side_by_side, overlap_i
 def gait(t: np.ndarray) -> np.ndarray:
     """A periodic 'joint trajectory' with 4 joints at different phases and harmonics."""
     w = 2 * np.pi * 1.5
-    return np.stack([0.6 * np.sin(w * t), 0.4 * np.cos(w * t), 0.3 * np.sin(2 * w * t + 0.5),
-                     0.2 * np.sin(w * t + 2.0)], axis=1)
+    return np.stack(
+        [0.6 * np.sin(w * t), 0.4 * np.cos(w * t), 0.3 * np.sin(2 * w * t + 0.5), 0.2 * np.sin(w * t + 2.0)],
+        axis=1,
+    )
 
 
 def test_dtw_time_shifted_copy_is_zero():
@@ -74,7 +76,9 @@ def test_velocity_ratio_of_teacher_to_itself_is_one():
 def test_root_trajectory_error():
     t = np.linspace(0, 4, 401)
     path = np.stack([0.8 * t, 0.05 * np.sin(3 * t)], 1)
-    assert root_trajectory_error(path + [5.0, -2.0], path) == pytest.approx(0.0, abs=1e-12)  # start offset ignored
+    assert root_trajectory_error(path + [5.0, -2.0], path) == pytest.approx(
+        0.0, abs=1e-12
+    )  # start offset ignored
     lateral = path + np.stack([np.zeros_like(t), 0.1 * t / 4], 1)
     assert root_trajectory_error(lateral, path) == pytest.approx(0.05, rel=1e-2)
 
@@ -100,12 +104,23 @@ def _episode(masks: np.ndarray, x: np.ndarray, qj: np.ndarray, fell: bool = Fals
     qpos[:, 7:] = qj
     root = np.zeros((n, 3))
     root[:, 0] = x
-    return Episode(rgb=np.zeros((n, *masks.shape[1:], 3), np.uint8), mask=masks, qpos=qpos, qvel=np.zeros((n, 6)),
-                   root_pos=root, torso_up_z=np.ones(n), actions=np.zeros((n - 1, 2), np.float32),
-                   reward_total=np.full(n - 1, 0.5),
-                   reward_terms={"raw/iou": np.ones(n - 1), "weighted/reg": np.full(n - 1, -0.1),
-                                 "weighted/reg_tilt": np.full(n - 1, -0.1)},
-                   task=np.full(n - 1, 0.25), fell=fell)
+    return Episode(
+        rgb=np.zeros((n, *masks.shape[1:], 3), np.uint8),
+        mask=masks,
+        qpos=qpos,
+        qvel=np.zeros((n, 6)),
+        root_pos=root,
+        torso_up_z=np.ones(n),
+        actions=np.zeros((n - 1, 2), np.float32),
+        reward_total=np.full(n - 1, 0.5),
+        reward_terms={
+            "raw/iou": np.ones(n - 1),
+            "weighted/reg": np.full(n - 1, -0.1),
+            "weighted/reg_tilt": np.full(n - 1, -0.1),
+        },
+        task=np.full(n - 1, 0.25),
+        fell=fell,
+    )
 
 
 def test_episode_metrics_against_teacher():
@@ -115,7 +130,9 @@ def test_episode_metrics_against_teacher():
     t = np.arange(T) * dt
     x = 0.8 * t
     qj = gait(t)
-    teacher_qpos = np.concatenate([np.stack([x, 0 * t, 0 * t + 0.5, 1 + 0 * t, 0 * t, 0 * t, 0 * t], 1), qj], 1)
+    teacher_qpos = np.concatenate(
+        [np.stack([x, 0 * t, 0 * t + 0.5, 1 + 0 * t, 0 * t, 0 * t, 0 * t], 1), qj], 1
+    )
     ep = _episode(ref.copy(), x, qj)
     m, per_step = episode_metrics(ep, ref, dt=dt, joint_idx=np.arange(7, 11), teacher_qpos=teacher_qpos)
     assert per_step.shape == (T - 1,) and m["mean_iou"] == pytest.approx(1.0)
@@ -124,7 +141,9 @@ def test_episode_metrics_against_teacher():
     assert m["root_traj_error"] == pytest.approx(0.0, abs=1e-12)
     assert m["nil_return"] == pytest.approx(0.5 * (T - 1))
     assert m["task_reward"] == pytest.approx(0.25 * (T - 1))
-    assert m["reg_total"] == pytest.approx(-0.1 * (T - 1)) and m["reg/reg_tilt"] == pytest.approx(-0.1 * (T - 1))
+    assert m["reg_total"] == pytest.approx(-0.1 * (T - 1)) and m["reg/reg_tilt"] == pytest.approx(
+        -0.1 * (T - 1)
+    )
     # an agent that falls halfway: IoU after the fall counts as 0, velocity measured while alive
     half = T // 2
     ep2 = _episode(ref[: half + 1].copy(), 0.4 * t[: half + 1], qj[: half + 1], fell=True)

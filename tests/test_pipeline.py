@@ -17,10 +17,23 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 # A skill small enough for a test: tiny renders, a short reference, a few hundred SAC steps.
 TINY = [
-    "camera.width=40", "camera.height=40", "generator.seconds=0.6", "robot.control_hz=25",
-    "rl.total_steps=160", "rl.warmup_steps=64", "rl.batch_size=32", "rl.actor_width=32",
-    "rl.critic_width=32", "rl.eval_interval=160", "rl.eval_episodes=1", "rl.checkpoint_interval=80",
-    "rl.video_interval=100000", "rl.log_interval=16", "rl.device=cpu", "sim.num_envs=2", "sim.num_workers=0",
+    "camera.width=40",
+    "camera.height=40",
+    "generator.seconds=0.6",
+    "robot.control_hz=25",
+    "rl.total_steps=160",
+    "rl.warmup_steps=64",
+    "rl.batch_size=32",
+    "rl.actor_width=32",
+    "rl.critic_width=32",
+    "rl.eval_interval=160",
+    "rl.eval_episodes=1",
+    "rl.checkpoint_interval=80",
+    "rl.video_interval=100000",
+    "rl.log_interval=16",
+    "rl.device=cpu",
+    "sim.num_envs=2",
+    "sim.num_workers=0",
 ]
 
 
@@ -62,8 +75,20 @@ def test_tiny_run_produces_every_file_then_skips_every_stage(tmp_path, monkeypat
     assert "resumed at step 80" in m["stages"]["train"], m["stages"]
     assert m["policy"]["step"] >= 160
 
-    for p in (paths.config, paths.frame0, paths.frame0_mask, paths.video, paths.retimed, paths.meta, paths.masks,
-              paths.segment_meta, paths.teacher, paths.metrics, paths.side_by_side, paths.report):
+    for p in (
+        paths.config,
+        paths.frame0,
+        paths.frame0_mask,
+        paths.video,
+        paths.retimed,
+        paths.meta,
+        paths.masks,
+        paths.segment_meta,
+        paths.teacher,
+        paths.metrics,
+        paths.side_by_side,
+        paths.report,
+    ):
         assert p.is_file() and p.stat().st_size > 0, p
     assert list(paths.checkpoints.glob("step_*/policy.pt"))
     assert list((paths.train / "tb").rglob("events.out.tfevents.*"))

@@ -19,8 +19,11 @@ from nil.io import atomic_write_json
 from nil.paths import SkillPaths
 from nil.reference.video import Video, write_video
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or (
-    "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+CHROMIUM = (
+    shutil.which("chromium")
+    or shutil.which("chromium-browser")
+    or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+)
 
 
 def _disc_frames(t: int, h: int, w: int, phase: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
@@ -48,20 +51,46 @@ def make_bundle(root: Path) -> SkillPaths:
     cv2.imwrite(str(paths.frame0_mask), ref_m[0].astype(np.uint8) * 255)
     write_video(paths.video, Video(ref, 20.0))
     write_video(paths.retimed, Video(ref, 20.0))
-    atomic_write_json(paths.meta, {"generator": "synthetic", "prompt": "The ant agent is walking, camera follows "
-                                   "the agent.", "seed": 0, "fps": 20.0, "num_frames": t})
-    atomic_write_json(paths.segment_meta, {"segmenter": "flow", "quality": {
-        "frame0_iou": 0.99, "area_ratio": [1.0] * 7 + [1.4] * (t - 7), "consecutive_iou": [0.95] * (t - 1),
-        "warnings": ["frame 7: mask area jumped by 40%"], "passed": True}})
+    atomic_write_json(
+        paths.meta,
+        {
+            "generator": "synthetic",
+            "prompt": "The ant agent is walking, camera follows the agent.",
+            "seed": 0,
+            "fps": 20.0,
+            "num_frames": t,
+        },
+    )
+    atomic_write_json(
+        paths.segment_meta,
+        {
+            "segmenter": "flow",
+            "quality": {
+                "frame0_iou": 0.99,
+                "area_ratio": [1.0] * 7 + [1.4] * (t - 7),
+                "consecutive_iou": [0.95] * (t - 1),
+                "warnings": ["frame 7: mask area jumped by 40%"],
+                "passed": True,
+            },
+        },
+    )
     sbs = compose_side_by_side(ref, agent, ref_m, agent_m)
     write_side_by_side(paths.side_by_side, sbs, 20.0)
-    atomic_write_json(paths.metrics, {
-        "episodes": 1, "horizon": t - 1, "control_hz": 20.0, "policy": {"checkpoint": "ckpt_1.pt", "step": 100},
-        "trained": {"mean_iou": 0.71, "mean_velocity": 0.5, "joint_rmse_dtw": 0.2, "falls": 0.0},
-        "baselines": {"random": {"mean_iou": 0.42, "mean_velocity": 0.01, "joint_rmse_dtw": 0.6, "falls": 0.0},
-                      "teacher": {"mean_iou": 0.95, "mean_velocity": 0.55, "joint_rmse_dtw": 0.0}},
-        "per_frame_iou": {"trained": [0.7] * t, "random": [0.4] * t},
-    })
+    atomic_write_json(
+        paths.metrics,
+        {
+            "episodes": 1,
+            "horizon": t - 1,
+            "control_hz": 20.0,
+            "policy": {"checkpoint": "ckpt_1.pt", "step": 100},
+            "trained": {"mean_iou": 0.71, "mean_velocity": 0.5, "joint_rmse_dtw": 0.2, "falls": 0.0},
+            "baselines": {
+                "random": {"mean_iou": 0.42, "mean_velocity": 0.01, "joint_rmse_dtw": 0.6, "falls": 0.0},
+                "teacher": {"mean_iou": 0.95, "mean_velocity": 0.55, "joint_rmse_dtw": 0.0},
+            },
+            "per_frame_iou": {"trained": [0.7] * t, "random": [0.4] * t},
+        },
+    )
     wr = SummaryWriter(str(paths.train / "tb"))
     for s in range(0, 200, 10):
         wr.add_scalar("reward/raw/iou", 0.3 + s / 400, s)
@@ -74,10 +103,21 @@ def make_bundle(root: Path) -> SkillPaths:
 
 def render_in_chromium(html_path: Path, tmp: Path) -> dict[str, str]:
     """Open the page headless and return the data-* attributes its script set on <body>."""
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--mute-audio",
-           f"--user-data-dir={tmp / 'chromium-profile'}", "--virtual-time-budget=15000", "--dump-dom",
-           html_path.resolve().as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--mute-audio",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        html_path.resolve().as_uri(),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     m = re.search(r"<body([^>]*)>", res.stdout)
@@ -125,7 +165,9 @@ def test_report_renders_in_chromium(tmp_path):
     assert attrs["errors"] == ""
     # the checker can fail: a broken video is reported as an error
     text = out.read_text()
-    broken = re.sub(r"data:video/mp4;base64,[A-Za-z0-9+/=]{200}", "data:video/mp4;base64,AAAAAAAA", text, count=1)
+    broken = re.sub(
+        r"data:video/mp4;base64,[A-Za-z0-9+/=]{200}", "data:video/mp4;base64,AAAAAAAA", text, count=1
+    )
     bad = tmp_path / "broken.html"
     bad.write_text(broken)
     attrs = render_in_chromium(bad, tmp_path)

@@ -18,9 +18,9 @@ def _square_video(n: int, fps: float, step: int = 4, hw: tuple[int, int] = (48, 
     for i in range(n):
         f = np.stack([(xx * 3) % 256, (yy * 5) % 256, np.full_like(xx, 40)], -1).astype(np.uint8)
         x0 = 8 + i * step
-        patch = ((xx[12:32, x0:x0 + 16] - x0) * 16 % 256).astype(np.uint8)
-        f[12:32, x0:x0 + 16, 0] = 255
-        f[12:32, x0:x0 + 16, 1] = patch
+        patch = ((xx[12:32, x0 : x0 + 16] - x0) * 16 % 256).astype(np.uint8)
+        f[12:32, x0 : x0 + 16, 0] = 255
+        f[12:32, x0 : x0 + 16, 1] = patch
         frames.append(f)
     return Video(np.stack(frames), fps)
 
@@ -121,6 +121,6 @@ def test_rife_hook_runs_a_local_torchscript_model(tmp_path):
     v = _square_video(9, 25.0)
     out = retime(v, 100.0, "rife", rife_path=str(tmp_path))
     assert out.num_frames == 33
-    expect = (v.frames[0].astype(np.float32) * 0.75 + v.frames[1] * 0.25)
+    expect = v.frames[0].astype(np.float32) * 0.75 + v.frames[1] * 0.25
     assert np.abs(out.frames[1].astype(np.float32) - expect).max() <= 1.0
     assert np.array_equal(out.frames[0], v.frames[0])

@@ -16,7 +16,9 @@ from nil.sim.base import SimBatch
 H = W = 16
 
 
-def make_batch(n: int = 3, t: int | list[int] = 5, seed: int = 0, rest: bool = False, a_dim: int = 4) -> SimBatch:
+def make_batch(
+    n: int = 3, t: int | list[int] = 5, seed: int = 0, rest: bool = False, a_dim: int = 4
+) -> SimBatch:
     """A SimBatch with random state (or a robot at rest: zero torques/velocities/action change, upright)."""
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g)  # noqa: E731
@@ -50,7 +52,7 @@ def make_batch(n: int = 3, t: int | list[int] = 5, seed: int = 0, rest: bool = F
 def ref_masks(t_len: int = 12) -> torch.Tensor:
     m = torch.zeros(t_len, H, W, dtype=torch.bool)
     for t in range(t_len):
-        m[t, 4 : 12, t % 5 : t % 5 + 8] = True
+        m[t, 4:12, t % 5 : t % 5 + 8] = True
     return m
 
 
@@ -119,7 +121,9 @@ def test_regularisers_nonpositive_and_zero_at_rest():
     b.foot_contact[:] = False
     assert torch.equal(r(b).terms["raw/reg_foot_slip"], torch.zeros(3))
     # tilt angle^2 form: 90 degrees -> (pi/2)^2
-    assert T.reg_tilt(torch.zeros(1), 1.0, "angle_sq").item() == pytest.approx(-(math.pi / 2) ** 2, rel=1e-5)
+    assert T.reg_tilt(torch.zeros(1), 1.0, "angle_sq").item() == pytest.approx(
+        -((math.pi / 2) ** 2), rel=1e-5
+    )
 
 
 def test_each_ablation_switch_removes_exactly_its_term():
@@ -134,7 +138,9 @@ def test_each_ablation_switch_removes_exactly_its_term():
 
     full = run()
     w = full.terms
-    assert torch.allclose(full.total, w["weighted/video"] + w["weighted/iou"] + w["weighted/reg"] + w["weighted/task"])
+    assert torch.allclose(
+        full.total, w["weighted/video"] + w["weighted/iou"] + w["weighted/reg"] + w["weighted/task"]
+    )
     for switch, term in (("use_video", "video"), ("use_iou", "iou"), ("use_reg", "reg")):
         ablated = run(**{switch: False})
         assert torch.allclose(full.total - ablated.total, w[f"weighted/{term}"], atol=1e-6), switch
@@ -146,9 +152,21 @@ def test_each_ablation_switch_removes_exactly_its_term():
     assert torch.allclose(weights.terms["weighted/video"], 2.0 * w["raw/video"])
     assert torch.allclose(weights.terms["weighted/iou"], 3.0 * w["raw/iou"])
     assert torch.allclose(weights.terms["weighted/reg"], 0.5 * w["raw/reg"])
-    names = {f"{p}/{n}" for p in ("raw", "weighted") for n in
-             ("video", "iou", "reg_torque", "reg_action_rate", "reg_joint_vel", "reg_foot_slip", "reg_tilt", "reg",
-              "task")}
+    names = {
+        f"{p}/{n}"
+        for p in ("raw", "weighted")
+        for n in (
+            "video",
+            "iou",
+            "reg_torque",
+            "reg_action_rate",
+            "reg_joint_vel",
+            "reg_foot_slip",
+            "reg_tilt",
+            "reg",
+            "task",
+        )
+    }
     assert names == set(w)
     assert all(v.shape == (3,) for v in w.values())
 
@@ -182,8 +200,15 @@ def test_reference_index_is_t_clamped():
 def test_early_clip_repeat_first_pads_with_each_own_frame0():
     enc = MeanPoolEncoder(clip_len=3, clip_stride=2)  # clip spans 5 frames
     refm = ref_masks()
-    r = NILReward(RewardConfig(), ref_masks=refm, num_envs=1, action_dim=4, device="cpu", encoder=enc,
-                  ref_embeddings=torch.randn(12, 8))
+    r = NILReward(
+        RewardConfig(),
+        ref_masks=refm,
+        num_envs=1,
+        action_dim=4,
+        device="cpu",
+        encoder=enc,
+        ref_embeddings=torch.randn(12, 8),
+    )
     frames = [make_batch(n=1, t=i, seed=10 + i) for i in range(6)]
     masked = [T.mask_frames(f.rgb[0], f.mask[0], (0, 0, 0)) for f in frames]
     seen = []
@@ -197,14 +222,23 @@ def test_early_clip_repeat_first_pads_with_each_own_frame0():
     # reset: the next batch is the new frame 0 of this env
     r.reset()
     r(make_batch(n=1, t=0, seed=99))
-    new0 = T.mask_frames(make_batch(n=1, t=0, seed=99).rgb[0], make_batch(n=1, t=0, seed=99).mask[0], (0, 0, 0))
+    new0 = T.mask_frames(
+        make_batch(n=1, t=0, seed=99).rgb[0], make_batch(n=1, t=0, seed=99).mask[0], (0, 0, 0)
+    )
     assert torch.equal(seen[-1][0], new0.expand(3, -1, -1, -1))
 
 
 def test_early_clip_zero_mode_flags_until_full_clip():
     enc = MeanPoolEncoder(clip_len=3, clip_stride=2)
-    r = NILReward(RewardConfig(early_clip="zero"), ref_masks=ref_masks(), num_envs=1, action_dim=4,
-                  device="cpu", encoder=enc, ref_embeddings=torch.randn(12, 8))
+    r = NILReward(
+        RewardConfig(early_clip="zero"),
+        ref_masks=ref_masks(),
+        num_envs=1,
+        action_dim=4,
+        device="cpu",
+        encoder=enc,
+        ref_embeddings=torch.randn(12, 8),
+    )
     outs = [r(make_batch(n=1, t=i, seed=i)) for i in range(7)]
     valid = [bool(o.video_valid[0]) for o in outs]
     assert valid == [False] * 4 + [True] * 3
@@ -215,8 +249,15 @@ def test_early_clip_zero_mode_flags_until_full_clip():
 
 def test_video_every_holds_value():
     enc = MeanPoolEncoder()
-    r = NILReward(RewardConfig(video_every=3), ref_masks=ref_masks(), num_envs=2, action_dim=4, device="cpu",
-                  encoder=enc, ref_embeddings=torch.randn(12, 8))
+    r = NILReward(
+        RewardConfig(video_every=3),
+        ref_masks=ref_masks(),
+        num_envs=2,
+        action_dim=4,
+        device="cpu",
+        encoder=enc,
+        ref_embeddings=torch.randn(12, 8),
+    )
     vals = [r(make_batch(n=2, t=i, seed=i)).terms["raw/video"] for i in range(7)]
     assert enc.calls == [2, 2, 2]  # t = 0, 3, 6
     assert torch.equal(vals[0], vals[1]) and torch.equal(vals[1], vals[2])
@@ -227,26 +268,45 @@ def test_use_video_without_encoder_raises():
     with pytest.raises(EncoderError, match="use_video=false"):
         NILReward(RewardConfig(), ref_masks=ref_masks(), num_envs=1, action_dim=4, device="cpu")
     with pytest.raises(EncoderError, match="do not match"):
-        NILReward(RewardConfig(), ref_masks=ref_masks(12), num_envs=1, action_dim=4, device="cpu",
-                  encoder=MeanPoolEncoder(), ref_embeddings=torch.randn(5, 8))
+        NILReward(
+            RewardConfig(),
+            ref_masks=ref_masks(12),
+            num_envs=1,
+            action_dim=4,
+            device="cpu",
+            encoder=MeanPoolEncoder(),
+            ref_embeddings=torch.randn(5, 8),
+        )
 
 
 def test_mask_size_mismatch_raises():
-    r = NILReward(RewardConfig(use_video=False), ref_masks=torch.ones(4, 8, 8, dtype=torch.bool), num_envs=3,
-                  action_dim=4, device="cpu")
+    r = NILReward(
+        RewardConfig(use_video=False),
+        ref_masks=torch.ones(4, 8, 8, dtype=torch.bool),
+        num_envs=3,
+        action_dim=4,
+        device="cpu",
+    )
     with pytest.raises(SegmentationError, match="same camera size"):
         r(make_batch())
 
 
 def test_nonfinite_raises_never_zero():
-    r = NILReward(RewardConfig(use_video=False), ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu")
+    r = NILReward(
+        RewardConfig(use_video=False), ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu"
+    )
     b = make_batch()
     b.joint_vel[1, 0] = float("nan")
     with pytest.raises(SimulationError, match=r"envs \[1\].*reg_joint_vel"):
         r(b)
     b.nonfinite[1] = True
-    r2 = NILReward(RewardConfig(use_video=False, nonfinite_reward=-5.0), ref_masks=ref_masks(), num_envs=3,
-                   action_dim=4, device="cpu")
+    r2 = NILReward(
+        RewardConfig(use_video=False, nonfinite_reward=-5.0),
+        ref_masks=ref_masks(),
+        num_envs=3,
+        action_dim=4,
+        device="cpu",
+    )
     out = r2(b)
     assert out.total[1].item() == -5.0 and torch.isfinite(out.total).all()
     b.nonfinite[1] = False  # not flagged by the sim: still an error
@@ -268,10 +328,24 @@ def test_task_reward_upright_and_speed():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_follows_batch_device_cuda():
     enc = MeanPoolEncoder()
-    r = NILReward(RewardConfig(), ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu", encoder=enc,
-                  ref_embeddings=torch.randn(12, 8))
-    cpu = NILReward(RewardConfig(), ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu", encoder=enc,
-                    ref_embeddings=r.ref_embeddings.clone())
+    r = NILReward(
+        RewardConfig(),
+        ref_masks=ref_masks(),
+        num_envs=3,
+        action_dim=4,
+        device="cpu",
+        encoder=enc,
+        ref_embeddings=torch.randn(12, 8),
+    )
+    cpu = NILReward(
+        RewardConfig(),
+        ref_masks=ref_masks(),
+        num_envs=3,
+        action_dim=4,
+        device="cpu",
+        encoder=enc,
+        ref_embeddings=r.ref_embeddings.clone(),
+    )
     b = make_batch(t=0)
     out = r(b.to("cuda"))  # state follows the batch's device
     assert out.total.device.type == "cuda"
@@ -293,7 +367,9 @@ def test_packed_iou_matches_definition(shape):
 def test_partial_reset_batch_does_not_duplicate_frames():
     """Calling the reward on a partial reset's batch leaves the untouched envs' history alone."""
     enc = MeanPoolEncoder(clip_len=3, clip_stride=1)
-    kw = dict(ref_masks=ref_masks(), action_dim=4, device="cpu", encoder=enc, ref_embeddings=torch.randn(12, 8))
+    kw = dict(
+        ref_masks=ref_masks(), action_dim=4, device="cpu", encoder=enc, ref_embeddings=torch.randn(12, 8)
+    )
     a, ref = NILReward(RewardConfig(), num_envs=2, **kw), NILReward(RewardConfig(), num_envs=2, **kw)
     steps = [make_batch(n=2, t=i, seed=i) for i in range(4)]
     for b in steps[:3]:

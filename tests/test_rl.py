@@ -47,8 +47,15 @@ TINY = dict(actor_width=32, actor_depth=1, critic_width=32, critic_depth=1, batc
 class FakeSim:
     """N envs of x' = x + 0.1 a (x in R^A); obs = [x, phase]; falls when |x_0| > 2; truncates at the horizon."""
 
-    def __init__(self, num_envs: int = 4, action_dim: int = 2, horizon: int = 10, hw: int = 8,
-                 step_sleep: float = 0.0, fall: float = 2.0) -> None:
+    def __init__(
+        self,
+        num_envs: int = 4,
+        action_dim: int = 2,
+        horizon: int = 10,
+        hw: int = 8,
+        step_sleep: float = 0.0,
+        fall: float = 2.0,
+    ) -> None:
         self.num_envs, self.action_dim, self.horizon = num_envs, action_dim, horizon
         self.obs_dim = action_dim + 1
         self.device = torch.device("cpu")
@@ -72,11 +79,24 @@ class FakeSim:
         h, w = self.image_hw
         z = torch.zeros
         return SimBatch(
-            obs=torch.cat([self.x, phase], 1).float(), rgb=z(n, h, w, 3, dtype=torch.uint8),
-            mask=z(n, h, w, dtype=torch.bool), terminated=terminated, truncated=truncated, t=self.t.clone(),
-            qpos=z(n, 7 + a), qvel=z(n, 6 + a), joint_vel=z(n, a), torque=z(n, a), action=self.last_action.clone(),
-            prev_action=z(n, a), foot_contact=z(n, 2, dtype=torch.bool), foot_vel_xy=z(n, 2, 2),
-            torso_up_z=torch.ones(n), root_pos=z(n, 3), root_lin_vel=z(n, 3), nonfinite=z(n, dtype=torch.bool),
+            obs=torch.cat([self.x, phase], 1).float(),
+            rgb=z(n, h, w, 3, dtype=torch.uint8),
+            mask=z(n, h, w, dtype=torch.bool),
+            terminated=terminated,
+            truncated=truncated,
+            t=self.t.clone(),
+            qpos=z(n, 7 + a),
+            qvel=z(n, 6 + a),
+            joint_vel=z(n, a),
+            torque=z(n, a),
+            action=self.last_action.clone(),
+            prev_action=z(n, a),
+            foot_contact=z(n, 2, dtype=torch.bool),
+            foot_vel_xy=z(n, 2, 2),
+            torso_up_z=torch.ones(n),
+            root_pos=z(n, 3),
+            root_lin_vel=z(n, 3),
+            nonfinite=z(n, dtype=torch.bool),
         )
 
     def reset(self, env_ids: torch.Tensor | None = None) -> SimBatch:
@@ -127,16 +147,33 @@ class FakeReward:
 
 
 def make_cfg(**rl) -> SkillConfig:
-    base = dict(TINY, total_steps=200, warmup_steps=40, eval_interval=10_000, checkpoint_interval=100,
-                video_interval=10_000, log_interval=40, eval_episodes=1)
+    base = dict(
+        TINY,
+        total_steps=200,
+        warmup_steps=40,
+        eval_interval=10_000,
+        checkpoint_interval=100,
+        video_interval=10_000,
+        log_interval=40,
+        eval_episodes=1,
+    )
     base.update(rl)
     return SkillConfig(rl=RLConfig(**base), seed=3)
 
 
-def run_trainer(tmp: Path, cfg: SkillConfig, sim: FakeSim | None = None, reward=None, resume=False, steps=None):
+def run_trainer(
+    tmp: Path, cfg: SkillConfig, sim: FakeSim | None = None, reward=None, resume=False, steps=None
+):
     sim = sim or FakeSim()
-    trainer = Trainer(SkillPaths(tmp), cfg, sim, reward or FakeReward(), device=torch.device("cpu"),
-                      total_steps=steps or cfg.rl.total_steps, progress=False)
+    trainer = Trainer(
+        SkillPaths(tmp),
+        cfg,
+        sim,
+        reward or FakeReward(),
+        device=torch.device("cpu"),
+        total_steps=steps or cfg.rl.total_steps,
+        progress=False,
+    )
     return trainer, trainer.run(resume=resume)
 
 
@@ -145,8 +182,13 @@ def test_replay_buffer_wraps_and_round_trips(tmp_path):
     buf = ReplayBuffer(10, 3, 2)
     for k in range(4):  # 12 transitions into 10 slots: the two oldest are overwritten
         base = torch.arange(3) + 3 * k
-        buf.add(base[:, None].float().repeat(1, 3), torch.ones(3, 2) * k, base.float(), -base[:, None].float().repeat(1, 3),
-                (base % 2).float())
+        buf.add(
+            base[:, None].float().repeat(1, 3),
+            torch.ones(3, 2) * k,
+            base.float(),
+            -base[:, None].float().repeat(1, 3),
+            (base % 2).float(),
+        )
     assert len(buf) == 10 and buf.ptr == 2
     assert buf.reward[:2].tolist() == [10.0, 11.0]  # newest wrote over slots 0, 1
     buf.save(tmp_path / "r.pt")
@@ -169,7 +211,9 @@ def test_normalizer_matches_batch_statistics():
     assert torch.allclose(norm.mean.float(), data.mean(0), atol=1e-5)
     assert torch.allclose(norm.var.float(), data.var(0, unbiased=False), rtol=1e-4)
     z = norm(data)
-    assert torch.allclose(z.mean(0), torch.zeros(3), atol=1e-4) and torch.allclose(z.std(0), torch.ones(3), atol=1e-2)
+    assert torch.allclose(z.mean(0), torch.zeros(3), atol=1e-4) and torch.allclose(
+        z.std(0), torch.ones(3), atol=1e-2
+    )
     norm.update(torch.tensor([[float("nan"), 0.0, 0.0]]))  # ignored
     assert norm.n == 1000
     other = RunningNormalizer(3)
@@ -192,8 +236,12 @@ def test_terminated_cuts_bootstrap_truncated_does_not(algo):
     agent = make_agent(RLConfig(algo=algo, init_temperature=1e-12, gamma=0.9, **TINY), 3, 2)
     _const_target(agent, 5.0)  # Q_target(s', a') == 5 for every quantile and both critics
     obs = torch.randn(2, 3)
-    batch = Batch(obs, torch.zeros(2, 2), torch.tensor([1.0, 1.0]), torch.randn(2, 3), torch.tensor([1.0, 0.0]))
-    target = agent.td_target(batch, batch.next_obs)  # row 0: terminated (fall), row 1: truncated / mid-episode
+    batch = Batch(
+        obs, torch.zeros(2, 2), torch.tensor([1.0, 1.0]), torch.randn(2, 3), torch.tensor([1.0, 0.0])
+    )
+    target = agent.td_target(
+        batch, batch.next_obs
+    )  # row 0: terminated (fall), row 1: truncated / mid-episode
     assert target.shape == (2, agent.n_quantiles)
     assert torch.allclose(target[0], torch.tensor(1.0), atol=1e-6)  # r only
     assert torch.allclose(target[1], torch.tensor(1.0 + 0.9 * 5.0), atol=1e-4)  # r + gamma * Q'
@@ -243,12 +291,19 @@ def test_bronet_shapes_and_quantile_loss():
 def test_agent_learns_a_bandit(algo):
     """One-step task: reward = -|a - 0.5|; the deterministic action must move to ~0.5 in every dim."""
     torch.manual_seed(0)
-    agent = make_agent(RLConfig(algo=algo, init_temperature=0.05, critic_lr=3e-3, actor_lr=1e-3, **TINY), 3, 2)
+    agent = make_agent(
+        RLConfig(algo=algo, init_temperature=0.05, critic_lr=3e-3, actor_lr=1e-3, **TINY), 3, 2
+    )
     g = torch.Generator().manual_seed(1)
     buf = ReplayBuffer(4000, 3, 2)
     a = torch.rand(4000, 2, generator=g) * 2 - 1
-    buf.add(torch.randn(4000, 3, generator=g), a, -(a - 0.5).abs().sum(1), torch.randn(4000, 3, generator=g),
-            torch.ones(4000))
+    buf.add(
+        torch.randn(4000, 3, generator=g),
+        a,
+        -(a - 0.5).abs().sum(1),
+        torch.randn(4000, 3, generator=g),
+        torch.ones(4000),
+    )
     agent.observe(buf.obs[:4000])
     for _ in range(400):
         stats = agent.update(buf.sample(64))
@@ -299,8 +354,11 @@ def test_resume_is_exact_and_next_update_matches(tmp_path, algo):
     agent.observe(buf.obs[:300])
     for _ in range(10):
         agent.update(buf.sample(16))
-    ckpt = save_checkpoint(tmp_path, 300, {"agent": {"agent": agent.state_dict(), "rng": rng_state()},
-                                           "replay": buf.state_dict()})
+    ckpt = save_checkpoint(
+        tmp_path,
+        300,
+        {"agent": {"agent": agent.state_dict(), "rng": rng_state()}, "replay": buf.state_dict()},
+    )
     saved = copy.deepcopy(agent.state_dict())
     # uninterrupted: one more update
     agent.update(buf.sample(16))
@@ -358,8 +416,15 @@ def test_training_loop_stores_final_obs_and_resumes(tmp_path):
     # resume to 300: continues from step 200 with the same learner state
     before = copy.deepcopy(trainer.agent.state_dict())
     cfg2 = make_cfg(total_steps=300)
-    t2 = Trainer(SkillPaths(tmp_path), cfg2, FakeSim(horizon=10, fall=0.3), FakeReward(),
-                 device=torch.device("cpu"), total_steps=100, progress=False)
+    t2 = Trainer(
+        SkillPaths(tmp_path),
+        cfg2,
+        FakeSim(horizon=10, fall=0.3),
+        FakeReward(),
+        device=torch.device("cpu"),
+        total_steps=100,
+        progress=False,
+    )
     t2._resume()
     assert t2.counters.step == 200 and _state_equal(t2.agent.state_dict(), before)
     assert torch.equal(t2.buffer.obs[:200], buf.obs[:200])
@@ -391,8 +456,17 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_eval_and_video(tmp_path):
     cfg = make_cfg(total_steps=80, eval_interval=40, video_interval=80, eval_episodes=6)
     ref = np.full((11, 16, 16, 3), 200, np.uint8)
-    trainer = Trainer(SkillPaths(tmp_path), cfg, FakeSim(horizon=10), FakeReward(), device=torch.device("cpu"),
-                      total_steps=80, ref_frames=ref, video_fps=10, progress=False)
+    trainer = Trainer(
+        SkillPaths(tmp_path),
+        cfg,
+        FakeSim(horizon=10),
+        FakeReward(),
+        device=torch.device("cpu"),
+        total_steps=80,
+        ref_frames=ref,
+        video_fps=10,
+        progress=False,
+    )
     summary = trainer.run()
     evals = trainer.counters.evals
     assert [e["step"] for e in evals] == [40, 80] and all(e["length"] == 10 for e in evals)
@@ -447,8 +521,13 @@ print("SUMMARY", s["step"], s["interrupted"], sim.closed, flush=True)
 
 def test_sigterm_leaves_a_loadable_checkpoint(tmp_path):
     script = SIGTERM_SCRIPT.format(tests=str(Path(__file__).parent), root=str(tmp_path))
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     progress = tmp_path / "train" / "progress.json"
     deadline = time.time() + 60
     while not progress.exists() and time.time() < deadline and proc.poll() is None:

@@ -65,7 +65,9 @@ def test_list_presets_has_the_zero_download_default_first() -> None:
     assert {"unitree_h1", "unitree_g1", "pal_talos", "unitree_a1", "unitree_go2"} <= set(names)
 
 
-@pytest.mark.parametrize("name", ["ant", "unitree_h1", "unitree_g1", "pal_talos", "unitree_a1", "unitree_go2"])
+@pytest.mark.parametrize(
+    "name", ["ant", "unitree_h1", "unitree_g1", "pal_talos", "unitree_a1", "unitree_go2"]
+)
 def test_preset_compiles_and_renders_with_a_sane_mask(name: str, request: pytest.FixtureRequest) -> None:
     if name != "ant":
         request.getfixturevalue("menagerie_root")
@@ -129,11 +131,18 @@ def test_any_mjcf_infers_root_feet_floor_and_camera(tmp_path: Path) -> None:
 
 
 def test_overrides_from_config_win(tmp_path: Path) -> None:
-    cfg = SkillConfig(robot=RobotConfig(name="ant", description="tiny ant", fall_height=0.11, control_hz=50),
-                      camera=CameraConfig(width=80, height=48, distance=2.5, azimuth=0.0))
+    cfg = SkillConfig(
+        robot=RobotConfig(name="ant", description="tiny ant", fall_height=0.11, control_hz=50),
+        camera=CameraConfig(width=80, height=48, distance=2.5, azimuth=0.0),
+    )
     spec = robot_from_config(cfg)
     assert spec.description == "tiny ant" and spec.fall_height == 0.11
-    assert (spec.camera.width, spec.camera.height, spec.camera.distance, spec.camera.azimuth) == (80, 48, 2.5, 0.0)
+    assert (spec.camera.width, spec.camera.height, spec.camera.distance, spec.camera.azimuth) == (
+        80,
+        48,
+        2.5,
+        0.0,
+    )
     assert spec.substeps(spec.load_model()) == 2  # ant timestep 0.01 s at 50 Hz
 
 
@@ -155,8 +164,15 @@ def test_invalid_xml_reports_the_parser_message(tmp_path: Path) -> None:
 
 
 def test_model_without_floating_root(tmp_path: Path) -> None:
-    xml = _write(tmp_path, '<body><joint type="hinge"/><geom size="0.1"/></body>', '<motor joint="" gear="1"/>'
-                 .replace('joint=""', 'joint="h"')).read_text().replace('type="hinge"', 'name="h" type="hinge"')
+    xml = (
+        _write(
+            tmp_path,
+            '<body><joint type="hinge"/><geom size="0.1"/></body>',
+            '<motor joint="" gear="1"/>'.replace('joint=""', 'joint="h"'),
+        )
+        .read_text()
+        .replace('type="hinge"', 'name="h" type="hinge"')
+    )
     p = tmp_path / "fixed.xml"
     p.write_text(xml)
     with pytest.raises(RobotError, match="no floating root"):

@@ -26,8 +26,9 @@ def _disc(hw: tuple[int, int], cy: float, cx: float, r: float) -> np.ndarray:
     return (yy - cy) ** 2 + (xx - cx) ** 2 <= r**2
 
 
-def moving_shapes(T: int = 24, hw: tuple[int, int] = (72, 96), seed: int = 0,
-                  travel: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+def moving_shapes(
+    T: int = 24, hw: tuple[int, int] = (72, 96), seed: int = 0, travel: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """A textured orange body with a moving arm over a scrolling checker floor; returns (rgb, exact masks)."""
     rng = np.random.default_rng(seed)
     H, W = hw
@@ -45,7 +46,9 @@ def moving_shapes(T: int = 24, hw: tuple[int, int] = (72, 96), seed: int = 0,
             arm |= _disc(hw, cy + s * np.sin(ang), cx + s * np.cos(ang), 2.5)
         m = body | arm
         fg = np.array([220, 140, 60], np.float32) + rng.normal(0, 6, (H, W, 3))
-        rgb[t] = np.clip(np.where(m[..., None], fg, bg + rng.normal(0, 4, (H, W, 3))), 0, 255).astype(np.uint8)
+        rgb[t] = np.clip(np.where(m[..., None], fg, bg + rng.normal(0, 4, (H, W, 3))), 0, 255).astype(
+            np.uint8
+        )
         masks[t] = m
     return rgb, masks
 
@@ -136,7 +139,9 @@ def test_background_mode_on_static_camera():
 
 
 # ---------------------------------------------------------------- the stage (no simulator needed)
-def _skill(tmp_path: Path, T: int = 12, hw: tuple[int, int] = (72, 96)) -> tuple[SkillPaths, object, np.ndarray]:
+def _skill(
+    tmp_path: Path, T: int = 12, hw: tuple[int, int] = (72, 96)
+) -> tuple[SkillPaths, object, np.ndarray]:
     rgb, gt = moving_shapes(T=T, hw=hw)
     cfg = parse_config({"camera": {"width": hw[1], "height": hw[0]}, "segmenter": {"name": "flow"}})
     paths = SkillPaths(tmp_path / "skill")
@@ -182,8 +187,12 @@ def test_stage_writes_masks_quality_and_caches(tmp_path, monkeypatch):
 
 def test_stage_resizes_to_render_size_and_auto_falls_back(tmp_path, capsys):
     paths, cfg, gt = _skill(tmp_path)
-    cfg = parse_config({"camera": {"width": 192, "height": 144}, "segmenter": {"name": "auto",
-                                                                                "model_id": str(tmp_path / "none")}})
+    cfg = parse_config(
+        {
+            "camera": {"width": 192, "height": 144},
+            "segmenter": {"name": "auto", "model_id": str(tmp_path / "none")},
+        }
+    )
     iio.imwrite(paths.frame0_mask, (resize_masks(gt[0], (144, 192)) * 255).astype(np.uint8))
     rec = segment_reference(paths, cfg)
     masks = load_masks(paths)

@@ -15,8 +15,14 @@ from nil.reference.segment import iou, load_masks, resize_masks, segment_referen
 def _reference(root: Path, robot: str, width: int, height: int, seconds: float = 0.5):
     from nil.reference.bundle import generate_reference
 
-    cfg = parse_config({"robot": {"name": robot}, "camera": {"width": width, "height": height},
-                        "generator": {"name": "synthetic", "seconds": seconds}, "segmenter": {"name": "flow"}})
+    cfg = parse_config(
+        {
+            "robot": {"name": robot},
+            "camera": {"width": width, "height": height},
+            "generator": {"name": "synthetic", "seconds": seconds},
+            "segmenter": {"name": "flow"},
+        }
+    )
     paths = SkillPaths(root)
     root.mkdir(parents=True, exist_ok=True)
     save_config(cfg, root)

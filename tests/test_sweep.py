@@ -56,7 +56,9 @@ def test_expansion_names_groups_and_configs(tmp_path: Path) -> None:
 def test_base_from_path_preset_and_set(tmp_path: Path) -> None:
     (tmp_path / "skill.yaml").write_text("robot: {name: ant}\nskill: hopping\nrl: {total_steps: 77}\n")
     sweep_file = tmp_path / "s.yaml"
-    sweep_file.write_text("base: skill.yaml\npreset: cpu\nset: {rl.batch_size: 16}\naxes: {reward.zeta: [0.5]}\n")
+    sweep_file.write_text(
+        "base: skill.yaml\npreset: cpu\nset: {rl.batch_size: 16}\naxes: {reward.zeta: [0.5]}\n"
+    )
     spec = sw.load_sweep(sweep_file)
     (s,) = sw.expand_sweep(spec, tmp_path / "out", sweep_dir=tmp_path)
     assert s.name == "zeta-0.5"
@@ -67,15 +69,20 @@ def test_base_from_path_preset_and_set(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "needles"),
     [
-        ({"variants": [{"name": "full"}, {"name": "no_iou", "set": {"reward.use_iuo": False}}]},
-         ["reward.use_iuo", "unknown key", "variant no_iou"]),
+        (
+            {"variants": [{"name": "full"}, {"name": "no_iou", "set": {"reward.use_iuo": False}}]},
+            ["reward.use_iuo", "unknown key", "variant no_iou"],
+        ),
         ({"axes": {"rewrd.zeta": [1.0]}}, ["rewrd", "unknown key", "zeta-1.0"]),
         ({"axes": {"reward.zeta": ["high"]}}, ["reward.zeta", "valid number"]),
         ({"axis": {"seed": [0]}}, ["axis", "unknown key"]),
         ({"axes": {"seed": []}}, ["axes.seed", "at least 1 item"]),
         ({"max_retries": -1}, ["max_retries"]),
         ({"variants": [{"name": "a"}, {"name": "a"}]}, ["unique", "a"]),
-        ({"variants": [{"name": "v", "set": {"seed": 1}}], "axes": {"seed": [0]}}, ["variant v", "seed", "axis"]),
+        (
+            {"variants": [{"name": "v", "set": {"seed": 1}}], "axes": {"seed": [0]}},
+            ["variant v", "seed", "axis"],
+        ),
         ({"axes": {"skill.x": [1]}}, ["skill.x", "not a config section"]),
         ({"resources": {"num_cpu": 1}}, ["resources.num_cpu", "unknown key"]),
     ],
@@ -100,8 +107,16 @@ def test_examples_expand() -> None:
     assert variants == {"full", "no_reg", "no_iou", "no_video", "only_reg", "only_iou", "only_video"}
     by_v = {s.variant: s.config.reward for s in skills}
     assert (by_v["full"].use_video, by_v["full"].use_iou, by_v["full"].use_reg) == (True, True, True)
-    assert (by_v["only_iou"].use_video, by_v["only_iou"].use_iou, by_v["only_iou"].use_reg) == (False, True, False)
-    assert (by_v["no_video"].use_video, by_v["no_video"].use_iou, by_v["no_video"].use_reg) == (False, True, True)
+    assert (by_v["only_iou"].use_video, by_v["only_iou"].use_iou, by_v["only_iou"].use_reg) == (
+        False,
+        True,
+        False,
+    )
+    assert (by_v["no_video"].use_video, by_v["no_video"].use_iou, by_v["no_video"].use_reg) == (
+        False,
+        True,
+        True,
+    )
     assert all(s.config.robot.name == "unitree_h1" for s in skills)
     assert len({s.stage1_key for s in skills}) == 1  # one generated video serves every arm and RL seed
     demo = sw.load_sweep(ROOT / "examples" / "sweep_demo.yaml")
@@ -172,9 +187,17 @@ def test_failures_isolated_retried_and_rerun_skips(tmp_path: Path, local_ray) ->
     res = {r.name: r for r in run.results}
     assert len(res) == 6
     for g in (5, 6):
-        ok, bad, flaky = res[f"seed-0__generator_seed-{g}"], res[f"seed-1__generator_seed-{g}"], \
-            res[f"seed-2__generator_seed-{g}"]
-        assert (ok.status, ok.attempts, ok.metrics["return"]["mean"], ok.metrics["steps"]) == ("done", 1, g, 123)
+        ok, bad, flaky = (
+            res[f"seed-0__generator_seed-{g}"],
+            res[f"seed-1__generator_seed-{g}"],
+            res[f"seed-2__generator_seed-{g}"],
+        )
+        assert (ok.status, ok.attempts, ok.metrics["return"]["mean"], ok.metrics["steps"]) == (
+            "done",
+            1,
+            g,
+            123,
+        )
         assert (bad.status, bad.attempts) == ("failed", 2)  # first try + one retry
         assert bad.error == f"RuntimeError: forced failure of seed-1__generator_seed-{g}"
         assert "forced failure" in (bad.directory / sw.LOG_FILE).read_text()  # the traceback is kept
@@ -184,7 +207,9 @@ def test_failures_isolated_retried_and_rerun_skips(tmp_path: Path, local_ray) ->
     assert len(gens) == 2
     for r in run.results:
         s = next(k for k in sw.expand_sweep(spec, out) if k.name == r.name)
-        assert os.path.samefile(r.directory / "reference" / "video.mp4", s.reference_dir / "reference" / "video.mp4")
+        assert os.path.samefile(
+            r.directory / "reference" / "video.mp4", s.reference_dir / "reference" / "video.mp4"
+        )
         assert load_config(r.directory).seed == s.config.seed
     # results: every skill in the CSV and the index page
     rows = _csv(out)
@@ -192,11 +217,17 @@ def test_failures_isolated_retried_and_rerun_skips(tmp_path: Path, local_ray) ->
     assert rows["seed-1__generator_seed-6"]["status"] == "failed"
     assert rows["seed-1__generator_seed-6"]["error"].startswith("RuntimeError: forced failure")
     assert rows["seed-2__generator_seed-6"]["return.mean"] == "26"
-    assert (rows["seed-0__generator_seed-5"]["seed"], rows["seed-0__generator_seed-5"]["generator.seed"]) == ("0", "5")
+    assert (rows["seed-0__generator_seed-5"]["seed"], rows["seed-0__generator_seed-5"]["generator.seed"]) == (
+        "0",
+        "5",
+    )
     page = (out / "index.html").read_text()
     for name in res:
         assert f">{name}</a>" in page
-    assert "<script>" in page and "http" not in page.split("<body>")[1].split("<table")[0] + page.split("<script>")[1]
+    assert (
+        "<script>" in page
+        and "http" not in page.split("<body>")[1].split("<table")[0] + page.split("<script>")[1]
+    )
 
     # Second run: finished skills are skipped, the failed ones run again (and now succeed).
     (out / "heal").touch()
@@ -208,13 +239,17 @@ def test_failures_isolated_retried_and_rerun_skips(tmp_path: Path, local_ray) ->
             assert r.status == "cached" and r.metrics == res[r.name].metrics
         assert res2[f"seed-1__generator_seed-{g}"].status == "done"
     calls = {n: len((out / n / "calls.txt").read_text().splitlines()) for n in res}
-    assert calls == {f"seed-{s}__generator_seed-{g}": {0: 1, 1: 3, 2: 2}[s] for s in (0, 1, 2) for g in (5, 6)}
+    assert calls == {
+        f"seed-{s}__generator_seed-{g}": {0: 1, 1: 3, 2: 2}[s] for s in (0, 1, 2) for g in (5, 6)
+    }
     assert {r["status"] for r in _csv(out).values()} == {"done", "cached"}
 
     # A third run has nothing to do and starts no task (the reference is not regenerated either).
     run3 = sw.run_sweep(spec, out, task=fake_skill, reference_task=fake_reference, progress=False)
     assert all(r.status == "cached" for r in run3.results)
-    assert len((out / sw.REFERENCES_DIR / "generated.txt").read_text().splitlines()) == 4  # run 2 regenerated 2
+    assert (
+        len((out / sw.REFERENCES_DIR / "generated.txt").read_text().splitlines()) == 4
+    )  # run 2 regenerated 2
 
 
 def test_error_text_unwraps() -> None:
@@ -237,9 +272,19 @@ TINY_BASE = {
     "generator": {"name": "synthetic", "seconds": 0.6},
     "segmenter": {"name": "flow"},
     "reward": {"use_video": False},
-    "rl": {"algo": "sac", "total_steps": 160, "warmup_steps": 64, "batch_size": 32, "actor_width": 32,
-           "critic_width": 32, "eval_interval": 160, "eval_episodes": 1, "checkpoint_interval": 80,
-           "video_interval": 100000, "device": "cpu"},
+    "rl": {
+        "algo": "sac",
+        "total_steps": 160,
+        "warmup_steps": 64,
+        "batch_size": 32,
+        "actor_width": 32,
+        "critic_width": 32,
+        "eval_interval": 160,
+        "eval_episodes": 1,
+        "checkpoint_interval": 80,
+        "video_interval": 100000,
+        "device": "cpu",
+    },
     "sim": {"num_envs": 2, "num_workers": 0},
 }
 
@@ -247,17 +292,24 @@ TINY_BASE = {
 @pytest.mark.slow
 def test_real_pipeline_sweep_shares_stage1(tmp_path: Path, local_ray) -> None:
     """The default task (nil.evaluation.pipeline.run_skill) on 4 tiny skills: 2 references x 2 reward arms."""
-    spec = sw.parse_sweep({
-        "base": TINY_BASE,
-        "axes": {"generator.gait_hz": [1.5, 2.5]},
-        "variants": [{"name": "iou_reg"}, {"name": "only_iou", "set": {"reward.use_reg": False}}],
-        "max_retries": 0,
-    }, "test")
+    spec = sw.parse_sweep(
+        {
+            "base": TINY_BASE,
+            "axes": {"generator.gait_hz": [1.5, 2.5]},
+            "variants": [{"name": "iou_reg"}, {"name": "only_iou", "set": {"reward.use_reg": False}}],
+            "max_retries": 0,
+        },
+        "test",
+    )
     out = tmp_path / "sw"
     run = sw.run_sweep(spec, out, progress=False)
     res = {r.name: r for r in run.results}
-    assert sorted(res) == ["iou_reg__gait_hz-1.5", "iou_reg__gait_hz-2.5", "only_iou__gait_hz-1.5",
-                           "only_iou__gait_hz-2.5"]
+    assert sorted(res) == [
+        "iou_reg__gait_hz-1.5",
+        "iou_reg__gait_hz-2.5",
+        "only_iou__gait_hz-1.5",
+        "only_iou__gait_hz-2.5",
+    ]
     for r in run.results:
         assert r.status == "done", (r.name, r.error, (r.directory / sw.LOG_FILE).read_text()[-3000:])
         assert r.attempts == 1 and r.report is not None and r.report.name == "report.html"
@@ -271,7 +323,9 @@ def test_real_pipeline_sweep_shares_stage1(tmp_path: Path, local_ray) -> None:
     for gait in ("1.5", "2.5"):
         a, b = out / f"iou_reg__gait_hz-{gait}", out / f"only_iou__gait_hz-{gait}"
         assert os.path.samefile(a / "reference" / "retimed.mp4", b / "reference" / "retimed.mp4")
-        assert json.loads((a / "reference" / "meta.json").read_text())["cache_params"]["generator_params"]["cpg"]
+        assert json.loads((a / "reference" / "meta.json").read_text())["cache_params"]["generator_params"][
+            "cpg"
+        ]
     ia = json.loads((out / "iou_reg__gait_hz-1.5" / "reference" / "meta.json").read_text())["cache_key"]
     ib = json.loads((out / "iou_reg__gait_hz-2.5" / "reference" / "meta.json").read_text())["cache_key"]
     assert ia != ib
@@ -280,7 +334,8 @@ def test_real_pipeline_sweep_shares_stage1(tmp_path: Path, local_ray) -> None:
     rows = _csv(out)
     assert set(rows) == set(res) and all(rows[n]["status"] == "done" for n in rows)
     assert float(rows["iou_reg__gait_hz-1.5"]["trained.mean_iou"]) == pytest.approx(
-        res["iou_reg__gait_hz-1.5"].metrics["trained"]["mean_iou"], rel=1e-5)
+        res["iou_reg__gait_hz-1.5"].metrics["trained"]["mean_iou"], rel=1e-5
+    )
     assert rows["iou_reg__gait_hz-2.5"]["report"] == "iou_reg__gait_hz-2.5/eval/report.html"
     page = (out / "index.html").read_text()
     for name in res:

@@ -24,7 +24,9 @@ def _up_z(qpos: np.ndarray) -> np.ndarray:
 
 
 def test_ant_bundle_walks_forward_with_aligned_ground_truth(tmp_path):
-    cfg = parse_config({**SMALL, "robot": {"name": "ant"}, "generator": {"name": "synthetic", "seconds": 1.2}})
+    cfg = parse_config(
+        {**SMALL, "robot": {"name": "ant"}, "generator": {"name": "synthetic", "seconds": 1.2}}
+    )
     paths = SkillPaths(tmp_path / "ant")
     meta = bundle.generate_reference(paths, cfg)
     assert meta["synthetic"] is True and "not a video model" in meta["label"]

@@ -35,7 +35,9 @@ def _spec():
 @pytest.fixture(scope="session")
 def wsim():
     """The one WarpSim of the session (compiles Warp's kernels once)."""
-    sim = WarpSim(_spec(), SimConfig(backend="warp", device="cpu", num_envs=N, reset_noise=0.05), horizon=50, seed=3)
+    sim = WarpSim(
+        _spec(), SimConfig(backend="warp", device="cpu", num_envs=N, reset_noise=0.05), horizon=50, seed=3
+    )
     yield sim
     sim.close()
 
@@ -145,7 +147,9 @@ def test_reset_some_worlds_leaves_others_untouched(wsim):
     assert b.t.tolist() == [3, 0]
     for name in ("obs", "rgb", "mask", "qpos", "qvel", "torque", "action", "foot_vel_xy", "terminated"):
         assert torch.equal(getattr(b, name)[0], getattr(before, name)[0]), name
-    assert torch.equal(wsim._v.qpos[0], state_before[0][0]) and torch.equal(wsim._v.qvel[0], state_before[1][0])
+    assert torch.equal(wsim._v.qpos[0], state_before[0][0]) and torch.equal(
+        wsim._v.qvel[0], state_before[1][0]
+    )
     assert not torch.equal(b.qpos[1], before.qpos[1])
     assert (b.action[1] == 0).all() and (b.torque[1] == 0).all()
     # world 1 restarts near the initial pose (noise 0.05 on the joints only)

@@ -80,15 +80,26 @@ def init(
     generator: Annotated[str, typer.Option("--generator", help="synthetic | file | diffusers")] = "synthetic",
     video: Annotated[Path | None, typer.Option("--video", help="video file, for --generator file")] = None,
     model: Annotated[str | None, typer.Option("--model", help="diffusers model id or local path")] = None,
-    preset: Annotated[str, typer.Option("--preset", help="cpu (SAC, no video term) | gpu (BRO, paper)")] = "cpu",
+    preset: Annotated[
+        str, typer.Option("--preset", help="cpu (SAC, no video term) | gpu (BRO, paper)")
+    ] = "cpu",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.key=value")] = None,
     force: ForceOpt = False,
 ) -> None:
     """Write DIR/skill.yaml for a robot and a skill."""
     from nil.skill import init_skill
 
-    init_skill(directory, robot=robot, skill=skill, generator=generator, video=video, model=model,
-               preset=preset, overrides=set_ or [], force=force)
+    init_skill(
+        directory,
+        robot=robot,
+        skill=skill,
+        generator=generator,
+        video=video,
+        model=model,
+        preset=preset,
+        overrides=set_ or [],
+        force=force,
+    )
 
 
 @app.command()
@@ -110,7 +121,9 @@ def segment(directory: DirArg, force: ForceOpt = False) -> None:
 @app.command()
 def train(
     directory: DirArg,
-    steps: Annotated[int | None, typer.Option("--steps", help="total env steps (overrides rl.total_steps)")] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="total env steps (overrides rl.total_steps)")
+    ] = None,
     resume: Annotated[bool, typer.Option("--resume", help="continue from the last good checkpoint")] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu | cuda | cuda:N")] = None,
 ) -> None:
@@ -167,7 +180,9 @@ def sweep(
     sweep_file: Annotated[Path, typer.Argument(help="sweep YAML file")],
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="sweep workspace")] = None,
-    num_cpus: Annotated[int | None, typer.Option("--num-cpus", help="CPUs of the local Ray (default: all)")] = None,
+    num_cpus: Annotated[
+        int | None, typer.Option("--num-cpus", help="CPUs of the local Ray (default: all)")
+    ] = None,
 ) -> None:
     """Many skills on Ray: robots x skills x seeds x reward ablations."""
     from nil.scale.sweep import sweep_command

@@ -100,7 +100,9 @@ class SegmenterConfig(_Strict):
     name: Literal["auto", "sam2", "flow", "background"] = "auto"
     model_id: str = "facebook/sam2.1-hiera-large"
     device: str = "auto"
-    chunk_size: int = Field(default=64, ge=2)  # SAM2 frames per inference session (chunks overlap by one frame)
+    chunk_size: int = Field(
+        default=64, ge=2
+    )  # SAM2 frames per inference session (chunks overlap by one frame)
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"  # SAM2; auto: bf16 on GPU, fp32 on CPU
     background_threshold: int = Field(default=30, ge=1, le=255)  # "background" mode: colour difference
     min_area_ratio: float = Field(default=0.2, gt=0)  # mask area / m0 area below this fails the quality check
@@ -144,7 +146,9 @@ class RewardConfig(_Strict):
     tilt_coef: float = Field(default=1.0, ge=0)
     tilt_form: Literal["one_minus_up", "angle_sq"] = "one_minus_up"
     iou_empty: float = Field(default=1.0, ge=0, le=1)  # S_M when agent and reference masks are both empty
-    nonfinite_reward: float | None = None  # None: raise on a non-finite reward; a value: use it for sim-flagged envs
+    nonfinite_reward: float | None = (
+        None  # None: raise on a non-finite reward; a value: use it for sim-flagged envs
+    )
     task_weight: float = Field(default=0.0, ge=0)
     target_speed: float = 1.0
 
@@ -179,7 +183,9 @@ class RLConfig(_Strict):
     video_interval: int = Field(default=10_000, ge=1)
     device: str = "auto"
     # learner details (nil.rl.agents); None = the algorithm's own default
-    pessimism: float | None = None  # critics combined as mean - pessimism*|q1-q2|/2; None: 1 (SAC = min), 0 (BRO)
+    pessimism: float | None = (
+        None  # critics combined as mean - pessimism*|q1-q2|/2; None: 1 (SAC = min), 0 (BRO)
+    )
     weight_decay: float | None = Field(default=None, ge=0)  # None: 0 for SAC (Adam), 1e-4 for BRO (AdamW)
     kl_target: float = Field(default=0.05, gt=0)  # BRO optimistic actor: per-dimension KL target
     std_multiplier: float = Field(default=0.75, gt=0)  # BRO optimistic actor std = conservative std * this

@@ -50,17 +50,21 @@ def robots_status() -> list[dict[str, Any]]:
     """Each preset: does it resolve here, and from where (never downloads)."""
     from nil.robots.describe import robot_list
 
-    return [{k: r.get(k) for k in ("name", "available", "source", "path", "reason") if r.get(k) is not None}
-            for r in robot_list()]
+    return [
+        {k: r.get(k) for k in ("name", "available", "source", "path", "reason") if r.get(k) is not None}
+        for r in robot_list()
+    ]
 
 
 def models_status() -> list[dict[str, Any]]:
     """The default model ids of the config, and whether each is in the local Hugging Face cache."""
     from nil.config import EncoderConfig, GeneratorConfig, SegmenterConfig
 
-    wanted = [("generator", GeneratorConfig().model_id, "model_index.json"),
-              ("segmenter", SegmenterConfig().model_id, "config.json"),
-              ("encoder", EncoderConfig().model_id, "config.json")]
+    wanted = [
+        ("generator", GeneratorConfig().model_id, "model_index.json"),
+        ("segmenter", SegmenterConfig().model_id, "config.json"),
+        ("encoder", EncoderConfig().model_id, "config.json"),
+    ]
     rows = []
     for role, repo, fname in wanted:
         row: dict[str, Any] = {"role": role, "model_id": repo, "found": False, "path": None}
@@ -125,13 +129,25 @@ def run_doctor(json_out: bool = False) -> dict[str, Any]:
     t.add_column("status")
     t.add_column("details")
     gl = rep["gl"]
-    t.add_row("OpenGL (offscreen)", yes(gl["ok"]), f"MUJOCO_GL={gl['MUJOCO_GL']} " + (gl["renderer"] or gl["error"] or ""))
+    t.add_row(
+        "OpenGL (offscreen)",
+        yes(gl["ok"]),
+        f"MUJOCO_GL={gl['MUJOCO_GL']} " + (gl["renderer"] or gl["error"] or ""),
+    )
     th = rep["torch"]
-    t.add_row("torch", "ok", f"{th['version']}, device {th['device']}" + (f" ({', '.join(th['gpus'])})" if th["gpus"] else ""))
+    t.add_row(
+        "torch",
+        "ok",
+        f"{th['version']}, device {th['device']}" + (f" ({', '.join(th['gpus'])})" if th["gpus"] else ""),
+    )
     for r in rep["robots"]:
         t.add_row(f"robot {r['name']}", yes(r["available"]), r.get("source") or r.get("reason", ""))
     for m in rep["models"]:
-        t.add_row(f"{m['role']} model", yes(m["found"]), m["model_id"] + ("" if m["found"] else " (not in the HF cache)"))
+        t.add_row(
+            f"{m['role']} model",
+            yes(m["found"]),
+            m["model_id"] + ("" if m["found"] else " (not in the HF cache)"),
+        )
     w = rep["warp"]
     t.add_row("warp backend", yes(bool(w.get("available"))), str(w.get("device") or w.get("error") or ""))
     Console().print(t)

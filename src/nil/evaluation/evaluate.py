@@ -34,8 +34,13 @@ RANDOM_EPISODES = 3  # the random baseline is noisy: average at least this many 
 
 def _git_revision() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -45,7 +50,10 @@ def joint_qpos_indices(model) -> np.ndarray:
     """qpos indices of the actuated-style joints (hinge and slide), i.e. everything but free/ball roots."""
     import mujoco
 
-    keep = {int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)}  # mujoco 4 enums != numpy ints
+    keep = {
+        int(mujoco.mjtJoint.mjJNT_HINGE),
+        int(mujoco.mjtJoint.mjJNT_SLIDE),
+    }  # mujoco 4 enums != numpy ints
     idx = [int(model.jnt_qposadr[j]) for j in range(model.njnt) if int(model.jnt_type[j]) in keep]
     return np.asarray(idx, dtype=np.int64)
 
@@ -54,8 +62,11 @@ def _checkpoint_fingerprint(paths: SkillPaths) -> dict[str, Any]:
     from nil.rl.checkpoint import latest_good
 
     ckpt, manifest = latest_good(paths.checkpoints, names=["policy"], warn=None)
-    return {"checkpoint": ckpt.name, "step": manifest.get("step"),
-            "policy_sha256": (manifest.get("files") or {}).get("policy.pt", {}).get("sha256")}
+    return {
+        "checkpoint": ckpt.name,
+        "step": manifest.get("step"),
+        "policy_sha256": (manifest.get("files") or {}).get("policy.pt", {}).get("sha256"),
+    }
 
 
 def eval_cache_key(paths: SkillPaths, cfg: SkillConfig, episodes: int) -> str:
@@ -64,8 +75,15 @@ def eval_cache_key(paths: SkillPaths, cfg: SkillConfig, episodes: int) -> str:
     for p in (paths.retimed, paths.masks, paths.teacher):
         files[p.name] = sha256_file(p) if p.exists() else None
     relevant = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in ("rl",)}
-    return sha256_json({"version": EVAL_VERSION, "policy": _checkpoint_fingerprint(paths), "files": files,
-                        "cfg": relevant, "episodes": int(episodes)})
+    return sha256_json(
+        {
+            "version": EVAL_VERSION,
+            "policy": _checkpoint_fingerprint(paths),
+            "files": files,
+            "cfg": relevant,
+            "episodes": int(episodes),
+        }
+    )
 
 
 def evaluation_is_current(paths: SkillPaths, episodes: int = 1) -> bool:
@@ -102,8 +120,9 @@ def _teacher_replay(spec, model, qpos: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.stack(rgbs), np.stack(masks), np.asarray(ups)
 
 
-def _teacher_metrics(spec, model, teacher: dict[str, np.ndarray], ref_masks: np.ndarray, dt: float,
-                     target_speed: float) -> tuple[dict[str, float], np.ndarray]:
+def _teacher_metrics(
+    spec, model, teacher: dict[str, np.ndarray], ref_masks: np.ndarray, dt: float, target_speed: float
+) -> tuple[dict[str, float], np.ndarray]:
     from nil.reward import task_reward
 
     qpos = np.asarray(teacher["qpos"], dtype=np.float64)
@@ -115,20 +134,35 @@ def _teacher_metrics(spec, model, teacher: dict[str, np.ndarray], ref_masks: np.
     else:
         lin_vel = np.gradient(root, dt, axis=0)
     # task_reward reads only torso_up_z and root_lin_vel of a batch
-    state = SimpleNamespace(torso_up_z=torch.as_tensor(ups[1:], dtype=torch.float32),
-                            root_lin_vel=torch.as_tensor(lin_vel[1:], dtype=torch.float32))
+    state = SimpleNamespace(
+        torso_up_z=torch.as_tensor(ups[1:], dtype=torch.float32),
+        root_lin_vel=torch.as_tensor(lin_vel[1:], dtype=torch.float32),
+    )
     task = task_reward(state, target_speed)
     m = {
-        "mean_iou": float(per_step.mean()), "mean_iou_alive": float(per_step.mean()),
-        "episode_length": float(len(qpos) - 1), "falls": 0.0,
-        "forward_distance": float(root[-1, 0] - root[0, 0]), "mean_velocity": mean_forward_velocity(root[:, 0], dt),
-        "task_reward": float(task.sum()), "velocity_ratio": 1.0, "root_traj_error": 0.0, "joint_rmse_dtw": 0.0,
+        "mean_iou": float(per_step.mean()),
+        "mean_iou_alive": float(per_step.mean()),
+        "episode_length": float(len(qpos) - 1),
+        "falls": 0.0,
+        "forward_distance": float(root[-1, 0] - root[0, 0]),
+        "mean_velocity": mean_forward_velocity(root[:, 0], dt),
+        "task_reward": float(task.sum()),
+        "velocity_ratio": 1.0,
+        "root_traj_error": 0.0,
+        "joint_rmse_dtw": 0.0,
     }
     return m, per_step
 
 
-def evaluate(paths: SkillPaths, episodes: int = 1, *, force: bool = False, baselines: tuple[str, ...] = BASELINES,
-             write_video: bool = True, quiet: bool = False) -> dict[str, Any]:
+def evaluate(
+    paths: SkillPaths,
+    episodes: int = 1,
+    *,
+    force: bool = False,
+    baselines: tuple[str, ...] = BASELINES,
+    write_video: bool = True,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Roll out the trained policy and the baselines, write eval/metrics.json (+ side_by_side.mp4); return metrics."""
     import json
 
@@ -160,8 +194,10 @@ def evaluate(paths: SkillPaths, episodes: int = 1, *, force: bool = False, basel
     ref = load_reference(paths)
     ref_masks = np.asarray(load_masks(paths), dtype=bool)
     if len(ref_masks) != ref.num_frames or ref_masks.shape[1:] != ref.hw:
-        raise SegmentationError(f"reference masks {ref_masks.shape} do not match the retimed reference "
-                                f"({ref.num_frames} frames of {ref.hw}); run `nil segment {paths.root} --force`")
+        raise SegmentationError(
+            f"reference masks {ref_masks.shape} do not match the retimed reference "
+            f"({ref.num_frames} frames of {ref.hw}); run `nil segment {paths.root} --force`"
+        )
     spec = robot_from_config(cfg)
     dt = 1.0 / float(spec.control_hz)
     horizon = ref.num_frames - 1
@@ -180,8 +216,16 @@ def evaluate(paths: SkillPaths, episodes: int = 1, *, force: bool = False, basel
     sim_cfg = cfg.sim.model_copy(update={"num_envs": 1, "num_workers": 0})
 
     def make_reward(sim):
-        return NILReward(cfg.reward, ref_masks=torch.from_numpy(ref_masks), num_envs=1, action_dim=sim.action_dim,
-                         device=sim.device, encoder=encoder, ref_embeddings=ref_emb, dt=dt)
+        return NILReward(
+            cfg.reward,
+            ref_masks=torch.from_numpy(ref_masks),
+            num_envs=1,
+            action_dim=sim.action_dim,
+            device=sim.device,
+            encoder=encoder,
+            ref_embeddings=ref_emb,
+            dt=dt,
+        )
 
     def task_fn(batch):
         return task_reward(batch, cfg.reward.target_speed)
@@ -192,8 +236,14 @@ def evaluate(paths: SkillPaths, episodes: int = 1, *, force: bool = False, basel
     first: dict[str, Episode] = {}
     n_eps = {name: max(episodes, RANDOM_EPISODES) if name == "random" else episodes for name in names}
     total = sum(n_eps.values()) * horizon
-    with Progress(TextColumn("[bold]eval[/bold] {task.description}"), BarColumn(), TextColumn("{task.completed}/"
-                  "{task.total} steps"), TimeRemainingColumn(), disable=quiet, transient=True) as prog:
+    with Progress(
+        TextColumn("[bold]eval[/bold] {task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} steps"),
+        TimeRemainingColumn(),
+        disable=quiet,
+        transient=True,
+    ) as prog:
         bar = prog.add_task("rollouts", total=total)
         for name in names:
             # A fresh simulator with the same seed per row: every policy starts from the same initial states.
@@ -211,10 +261,19 @@ def evaluate(paths: SkillPaths, episodes: int = 1, *, force: bool = False, basel
                 eps = []
                 for k in range(n_eps[name]):
                     prog.update(bar, description=f"{name} episode {k + 1}/{n_eps[name]}")
-                    ep = run_episode(sim, act, reward=reward, task_fn=task_fn, max_steps=horizon,
-                                     progress=lambda: prog.advance(bar))
+                    ep = run_episode(
+                        sim,
+                        act,
+                        reward=reward,
+                        task_fn=task_fn,
+                        max_steps=horizon,
+                        progress=lambda: prog.advance(bar),
+                    )
                     m, pf = episode_metrics(
-                        ep, ref_masks, dt=dt, joint_idx=jidx,
+                        ep,
+                        ref_masks,
+                        dt=dt,
+                        joint_idx=jidx,
                         teacher_qpos=None if teacher is None else teacher["qpos"],
                         teacher_root=None if teacher is None else teacher.get("root_pos"),
                     )
@@ -238,22 +297,40 @@ def evaluate(paths: SkillPaths, episodes: int = 1, *, force: bool = False, basel
         frames = compose_side_by_side(ref.frames[:n], ep.rgb[:n], ref_masks[:n], ep.mask[:n])
         write_side_by_side(paths.side_by_side, frames, ref.fps)
     trained = results.pop("trained")
-    gain = {k: trained[k] - results["random"][k] for k in ("mean_iou", "mean_velocity", "task_reward", "nil_return")
-            if "random" in results and k in trained and k in results["random"]}
+    gain = {
+        k: trained[k] - results["random"][k]
+        for k in ("mean_iou", "mean_velocity", "task_reward", "nil_return")
+        if "random" in results and k in trained and k in results["random"]
+    }
     out: dict[str, Any] = {
-        "skill": cfg.skill, "robot": spec.name, "prompt": meta.get("prompt"), "generator": meta.get("generator"),
-        "synthetic": bool(meta.get("synthetic")), "episodes": episodes, "horizon": horizon,
+        "skill": cfg.skill,
+        "robot": spec.name,
+        "prompt": meta.get("prompt"),
+        "generator": meta.get("generator"),
+        "synthetic": bool(meta.get("synthetic")),
+        "episodes": episodes,
+        "horizon": horizon,
         "baseline_episodes": {k: v for k, v in n_eps.items() if k != "trained"},
         "control_hz": float(spec.control_hz),
-        "policy": {"checkpoint": _checkpoint_fingerprint(paths)["checkpoint"], "step": policy.step,
-                   "algo": getattr(policy, "algo", None)},
-        "trained": trained, "baselines": results, "gain_over_random": gain, "per_frame_iou": per_frame,
-        "notes": {"mean_iou": "steps 1..T-1; steps after a fall count as IoU 0",
-                  "task_reward": "HumanoidBench-style upright x forward-velocity reward summed over the episode "
-                                 f"(target speed {cfg.reward.target_speed} m/s)",
-                  "teacher": "the synthetic teacher's motion replayed kinematically through the same renderer"},
-        "cache_key": key, "wall_s": round(time.perf_counter() - t_start, 2),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"), "git_revision": _git_revision(),
+        "policy": {
+            "checkpoint": _checkpoint_fingerprint(paths)["checkpoint"],
+            "step": policy.step,
+            "algo": getattr(policy, "algo", None),
+        },
+        "trained": trained,
+        "baselines": results,
+        "gain_over_random": gain,
+        "per_frame_iou": per_frame,
+        "notes": {
+            "mean_iou": "steps 1..T-1; steps after a fall count as IoU 0",
+            "task_reward": "HumanoidBench-style upright x forward-velocity reward summed over the episode "
+            f"(target speed {cfg.reward.target_speed} m/s)",
+            "teacher": "the synthetic teacher's motion replayed kinematically through the same renderer",
+        },
+        "cache_key": key,
+        "wall_s": round(time.perf_counter() - t_start, 2),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git_revision": _git_revision(),
     }
     atomic_write_json(paths.metrics, out)
     return out
@@ -263,8 +340,19 @@ def _print_summary(m: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    keys = ["mean_iou", "video_similarity", "task_reward", "mean_velocity", "forward_distance", "velocity_ratio",
-            "joint_rmse_dtw", "root_traj_error", "reg_total", "falls", "episode_length"]
+    keys = [
+        "mean_iou",
+        "video_similarity",
+        "task_reward",
+        "mean_velocity",
+        "forward_distance",
+        "velocity_ratio",
+        "joint_rmse_dtw",
+        "root_traj_error",
+        "reg_total",
+        "falls",
+        "episode_length",
+    ]
     cols = [("trained", m["trained"])] + list((m.get("baselines") or {}).items())
     table = Table(title=f"{m['robot']} / {m['skill']}: {m['episodes']} episode(s), horizon {m['horizon']}")
     table.add_column("metric")

@@ -75,7 +75,9 @@ def dtw(a: np.ndarray, b: np.ndarray, *, slack: int | None = None, window: int |
         acc[i + 1, j + 1] = best + cost[i, j]
         steps[i, j] = s
     acc = acc[1:, 1:]
-    ends = [(ta - 1, j) for j in range(tb - 1 - slack, tb)] + [(i, tb - 1) for i in range(ta - 1 - slack, ta - 1)]
+    ends = [(ta - 1, j) for j in range(tb - 1 - slack, tb)] + [
+        (i, tb - 1) for i in range(ta - 1 - slack, ta - 1)
+    ]
     # The end with the lowest cost per matched pair, so leaving frames unmatched is not rewarded twice.
     best_end, best_val, best_path = None, inf, None
     for end in ends:
@@ -107,7 +109,9 @@ def _backtrack(steps: np.ndarray, end: tuple[int, int]) -> np.ndarray:
     return np.asarray(out[::-1], dtype=np.int64)
 
 
-def joint_rmse_dtw(agent_joints: np.ndarray, teacher_joints: np.ndarray, *, slack: int | None = None) -> float:
+def joint_rmse_dtw(
+    agent_joints: np.ndarray, teacher_joints: np.ndarray, *, slack: int | None = None
+) -> float:
     """Joint-angle RMSE (same unit as the inputs, radians for hinges) after DTW alignment."""
     return dtw(agent_joints, teacher_joints, slack=slack).rmse
 
@@ -130,8 +134,9 @@ def mean_forward_velocity(root_x: np.ndarray, dt: float) -> float:
     return float((x[-1] - x[0]) / ((len(x) - 1) * dt))
 
 
-def velocity_ratio(agent_root_x: np.ndarray, teacher_root_x: np.ndarray, dt: float,
-                   teacher_dt: float | None = None) -> float:
+def velocity_ratio(
+    agent_root_x: np.ndarray, teacher_root_x: np.ndarray, dt: float, teacher_dt: float | None = None
+) -> float:
     """Agent mean forward velocity / the teacher's (1 = as fast as the teacher)."""
     tv = mean_forward_velocity(teacher_root_x, teacher_dt or dt)
     if abs(tv) < 1e-9:
@@ -157,7 +162,9 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
     if a.shape != b.shape:
-        raise NilError(f"mask shapes differ: {a.shape} vs {b.shape}; reference masks must match the render size")
+        raise NilError(
+            f"mask shapes differ: {a.shape} vs {b.shape}; reference masks must match the render size"
+        )
     axes = tuple(range(a.ndim - 2, a.ndim))
     inter = np.logical_and(a, b).sum(axis=axes)
     union = np.logical_or(a, b).sum(axis=axes)
@@ -180,15 +187,22 @@ def aggregate_episodes(episodes: list[dict[str, float]]) -> dict[str, float]:
         keys += [k for k in ep if k not in keys]
     out: dict[str, float] = {}
     for k in keys:
-        vals = [float(ep[k]) for ep in episodes if k in ep and isinstance(ep[k], (int, float, bool, np.number))]
+        vals = [
+            float(ep[k]) for ep in episodes if k in ep and isinstance(ep[k], (int, float, bool, np.number))
+        ]
         if vals:
             out[k] = float(np.mean(vals))
     return out
 
 
 def episode_metrics(
-    ep, ref_masks: np.ndarray, *, dt: float, joint_idx: np.ndarray | None = None,
-    teacher_qpos: np.ndarray | None = None, teacher_root: np.ndarray | None = None,
+    ep,
+    ref_masks: np.ndarray,
+    *,
+    dt: float,
+    joint_idx: np.ndarray | None = None,
+    teacher_qpos: np.ndarray | None = None,
+    teacher_root: np.ndarray | None = None,
     teacher_dt: float | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Scalar metrics of one recorded Episode against the reference masks (and the teacher when given).

@@ -61,8 +61,13 @@ def demo_config(overrides: list[str] | None = None) -> SkillConfig:
     """The skill config `nil demo` writes (the CPU preset plus the demo budget)."""
     from nil.skill import build_config
 
-    return build_config(robot="ant", skill="walking", generator="synthetic", preset="cpu",
-                        overrides=[*DEMO_OVERRIDES, *(overrides or [])])
+    return build_config(
+        robot="ant",
+        skill="walking",
+        generator="synthetic",
+        preset="cpu",
+        overrides=[*DEMO_OVERRIDES, *(overrides or [])],
+    )
 
 
 def _fingerprint(*files: Path) -> tuple:
@@ -114,8 +119,14 @@ class _Stages:
         self.console.print(f"[{colour}]{name}: {status}[/{colour}] ({self.times[name]:.1f} s)")
 
 
-def run_skill(directory: str | Path, steps: int | None = None, force: bool = False, *, episodes: int = 1,
-              quiet: bool = False) -> dict[str, Any]:
+def run_skill(
+    directory: str | Path,
+    steps: int | None = None,
+    force: bool = False,
+    *,
+    episodes: int = 1,
+    quiet: bool = False,
+) -> dict[str, Any]:
     """Run every stage of one skill folder in order, skipping each whose cache is valid; return the metrics."""
     from nil.evaluation.evaluate import evaluate, evaluation_is_current
     from nil.evaluation.report import report_is_current, write_report
@@ -165,16 +176,24 @@ def run_skill(directory: str | Path, steps: int | None = None, force: bool = Fal
         resume = have is not None and not force and not upstream_changed
         if have is not None and not resume:
             why = "--force" if force else "the reference changed"
-            st.console.print(f"[yellow]training starts over ({why}); the previous run goes to train.prev/[/yellow]")
+            st.console.print(
+                f"[yellow]training starts over ({why}); the previous run goes to train.prev/[/yellow]"
+            )
         summary = train(paths, cfg, steps=steps, resume=resume)
         if summary.get("interrupted"):
             # the trainer caught SIGINT/SIGTERM and saved a checkpoint: stop here, do not evaluate a partial run
             st.end("train", t0, f"interrupted at step {summary.get('step')}")
-            st.console.print(f"[yellow]training was interrupted at step {summary.get('step')}; run `nil run "
-                             f"{paths.root}` again to resume from its checkpoint[/yellow]")
+            st.console.print(
+                f"[yellow]training was interrupted at step {summary.get('step')}; run `nil run "
+                f"{paths.root}` again to resume from its checkpoint[/yellow]"
+            )
             raise KeyboardInterrupt
-        st.end("train", t0, f"ran ({'resumed at step ' + str(have) if resume else 'from scratch'} -> "
-                            f"step {summary.get('step')})")
+        st.end(
+            "train",
+            t0,
+            f"ran ({'resumed at step ' + str(have) if resume else 'from scratch'} -> "
+            f"step {summary.get('step')})",
+        )
 
     # 5. evaluation
     t0 = st.begin("eval")
@@ -209,8 +228,10 @@ def run_command(directory: Path, steps: int | None = None, force: bool = False) 
     """CLI: `nil run DIR`."""
     paths = SkillPaths(Path(directory))
     if not paths.config.exists():
-        raise ConfigError(f"no skill.yaml in {paths.root}; create one with `nil init {paths.root} --robot NAME "
-                          "--skill TEXT` (or try `nil demo`)")
+        raise ConfigError(
+            f"no skill.yaml in {paths.root}; create one with `nil init {paths.root} --robot NAME "
+            "--skill TEXT` (or try `nil demo`)"
+        )
     out = run_skill(paths.root, steps=steps, force=force)
     print(f"report: {paths.report}")
     return out
@@ -227,17 +248,24 @@ def demo_command(out: Path, steps: int | None = None) -> dict[str, Any]:
     else:
         save_config(demo_config(), paths.root)
         console.print(f"wrote {paths.config}")
-    console.print("[bold]NIL demo[/bold]: Ant robot, synthetic teacher reference (a simulated gait rendered in "
-                  "MuJoCo, standing in for a video model), flow segmenter, reward = mask IoU + regularisers, SAC "
-                  "on the CPU. No downloads.")
+    console.print(
+        "[bold]NIL demo[/bold]: Ant robot, synthetic teacher reference (a simulated gait rendered in "
+        "MuJoCo, standing in for a video model), flow segmenter, reward = mask IoU + regularisers, SAC "
+        "on the CPU. No downloads."
+    )
     t0 = time.perf_counter()
     m = run_skill(paths.root, steps=steps)
     tr, rnd = m.get("trained", {}), (m.get("baselines") or {}).get("random", {})
-    for key, label in (("mean_iou", "mean IoU"), ("mean_velocity", "forward velocity [m/s]"),
-                       ("velocity_ratio", "velocity ratio to the teacher")):
+    for key, label in (
+        ("mean_iou", "mean IoU"),
+        ("mean_velocity", "forward velocity [m/s]"),
+        ("velocity_ratio", "velocity ratio to the teacher"),
+    ):
         if key in tr:
-            console.print(f"  {label}: trained {tr[key]:.3f}" + (f" vs random policy {rnd[key]:.3f}" if key in rnd
-                                                                   else ""))
+            console.print(
+                f"  {label}: trained {tr[key]:.3f}"
+                + (f" vs random policy {rnd[key]:.3f}" if key in rnd else "")
+            )
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     print(f"report: {paths.report}")
     return m

@@ -181,7 +181,9 @@ def _smooth(y: np.ndarray, n: int) -> np.ndarray:
     return np.convolve(pad, k, mode="valid")
 
 
-def plot_scalar_groups(scalars: dict[str, tuple[np.ndarray, np.ndarray]], max_per_figure: int = 16) -> list[tuple[str, bytes]]:
+def plot_scalar_groups(
+    scalars: dict[str, tuple[np.ndarray, np.ndarray]], max_per_figure: int = 16
+) -> list[tuple[str, bytes]]:
     """PNG figures (title, bytes) of the scalar curves, one figure per group of tags."""
     import matplotlib
 
@@ -202,7 +204,7 @@ def plot_scalar_groups(scalars: dict[str, tuple[np.ndarray, np.ndarray]], max_pe
             ax.set_title(tag, fontsize=8.5)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(tags):]:
+        for ax in list(axes.flat)[len(tags) :]:
             ax.axis("off")
         fig.suptitle(title, fontsize=11)
         fig.tight_layout()
@@ -277,7 +279,9 @@ def _is_synthetic(meta: dict[str, Any] | None, cfg: Any) -> bool:
     return getattr(getattr(cfg, "generator", None), "name", None) == "synthetic"
 
 
-def _flat_meta(meta: dict[str, Any], prefix: str = "", depth: int = 0, lists: bool = True) -> list[tuple[str, Any]]:
+def _flat_meta(
+    meta: dict[str, Any], prefix: str = "", depth: int = 0, lists: bool = True
+) -> list[tuple[str, Any]]:
     rows: list[tuple[str, Any]] = []
     for k, v in meta.items():
         key = f"{prefix}{k}"
@@ -324,11 +328,18 @@ def metrics_table(metrics: dict[str, Any]) -> str:
     """HTML table: one row per metric, columns trained | each baseline; the better of trained/random marked."""
     trained = metrics.get("trained") or {}
     baselines = metrics.get("baselines") or {}
-    cols = [("trained policy", trained)] + [(f"{k} (baseline)" if k != "teacher" else "teacher (ground truth)", v)
-                                           for k, v in baselines.items()]
+    cols = [("trained policy", trained)] + [
+        (f"{k} (baseline)" if k != "teacher" else "teacher (ground truth)", v) for k, v in baselines.items()
+    ]
     keys = [k for k in METRIC_LABELS if any(k in c for _, c in cols)]
-    keys += sorted({k for _, c in cols for k, v in c.items()
-                    if k not in keys and isinstance(v, (int, float)) and not k.startswith("_")})
+    keys += sorted(
+        {
+            k
+            for _, c in cols
+            for k, v in c.items()
+            if k not in keys and isinstance(v, (int, float)) and not k.startswith("_")
+        }
+    )
     head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(n)}</th>" for n, _ in cols) + "</tr>"
     rows = []
     ref = baselines.get("random") or baselines.get("zero") or {}
@@ -340,8 +351,11 @@ def metrics_table(metrics: dict[str, Any]) -> str:
             cls = "num"
             if i == 0 and isinstance(v, (int, float)) and isinstance(ref.get(k), (int, float)):
                 r = ref[k]
-                better = (direction == "up" and v > r) or (direction == "down" and v < r) or (
-                    direction == "1" and abs(v - 1) < abs(r - 1))
+                better = (
+                    (direction == "up" and v > r)
+                    or (direction == "down" and v < r)
+                    or (direction == "1" and abs(v - 1) < abs(r - 1))
+                )
                 if better:
                     cls += " better"
             cells.append(f'<td class="{cls}">{_fmt(v)}</td>')
@@ -388,7 +402,11 @@ def build_report(paths: SkillPaths) -> str:
     seg = _load_json(paths.segment_meta)
     e = html.escape
     synthetic = _is_synthetic(meta, cfg)
-    prompt = meta.get("prompt") or (metrics or {}).get("prompt") or cfg.prompt(cfg.robot.description or cfg.robot.name)
+    prompt = (
+        meta.get("prompt")
+        or (metrics or {}).get("prompt")
+        or cfg.prompt(cfg.robot.description or cfg.robot.name)
+    )
     title = f"NIL report: {cfg.robot.name} — {cfg.skill}"
     out = [
         "<!doctype html>",
@@ -409,32 +427,54 @@ def build_report(paths: SkillPaths) -> str:
         )
     out += [
         "<h2>Skill</h2>",
-        _kv_table([
-            ("robot", cfg.robot.name), ("skill", cfg.skill), ("prompt", prompt),
-            ("generator", gen_name or cfg.generator.name),
-            ("model", None if synthetic else (meta.get("model_id") or cfg.generator.model_id)),
-            ("segmenter", (seg or {}).get("segmenter") or (seg or {}).get("name") or cfg.segmenter.name),
-            ("reward", f"ζ={cfg.reward.zeta}·S_V[{'on' if cfg.reward.use_video else 'off'}] + "
-                       f"β={cfg.reward.beta}·S_M[{'on' if cfg.reward.use_iou else 'off'}] + "
-                       f"η={cfg.reward.eta}·P[{'on' if cfg.reward.use_reg else 'off'}]"),
-            ("learner", f"{cfg.rl.algo} ({cfg.rl.total_steps} env steps, replay ratio {cfg.rl.replay_ratio})"),
-            ("simulator", f"{cfg.sim.backend} on {cfg.sim.device}, {cfg.sim.num_envs} envs"),
-        ]),
+        _kv_table(
+            [
+                ("robot", cfg.robot.name),
+                ("skill", cfg.skill),
+                ("prompt", prompt),
+                ("generator", gen_name or cfg.generator.name),
+                ("model", None if synthetic else (meta.get("model_id") or cfg.generator.model_id)),
+                ("segmenter", (seg or {}).get("segmenter") or (seg or {}).get("name") or cfg.segmenter.name),
+                (
+                    "reward",
+                    f"ζ={cfg.reward.zeta}·S_V[{'on' if cfg.reward.use_video else 'off'}] + "
+                    f"β={cfg.reward.beta}·S_M[{'on' if cfg.reward.use_iou else 'off'}] + "
+                    f"η={cfg.reward.eta}·P[{'on' if cfg.reward.use_reg else 'off'}]",
+                ),
+                (
+                    "learner",
+                    f"{cfg.rl.algo} ({cfg.rl.total_steps} env steps, replay ratio {cfg.rl.replay_ratio})",
+                ),
+                ("simulator", f"{cfg.sim.backend} on {cfg.sim.device}, {cfg.sim.num_envs} envs"),
+            ]
+        ),
     ]
     # e0 and its mask
     media = []
-    for p, cap in ((paths.frame0, "e0 (first frame, background removed)"), (paths.frame0_mask, "m0 (exact mask)")):
+    for p, cap in (
+        (paths.frame0, "e0 (first frame, background removed)"),
+        (paths.frame0_mask, "m0 (exact mask)"),
+    ):
         if p.exists():
-            media.append(f"<figure>{_img_tag(p.read_bytes(), 'image/png', cap)}<figcaption>{e(cap)}</figcaption></figure>")
+            media.append(
+                f"<figure>{_img_tag(p.read_bytes(), 'image/png', cap)}<figcaption>{e(cap)}</figcaption></figure>"
+            )
     if media:
         out += ["<h2>First frame</h2>", f'<div class="media">{"".join(media)}</div>']
     # videos
     vids = []
-    for p, cap in ((paths.video, "reference video (as generated)"), (paths.side_by_side,
-                   "evaluation: reference | agent | mask overlap (green both, red reference only, blue agent only)")):
+    for p, cap in (
+        (paths.video, "reference video (as generated)"),
+        (
+            paths.side_by_side,
+            "evaluation: reference | agent | mask overlap (green both, red reference only, blue agent only)",
+        ),
+    ):
         if p.exists():
             cls = "ref" if p == paths.video else ""
-            vids.append(f"<figure>{_video_tag(browser_mp4(p), cap, cls)}<figcaption>{e(cap)}</figcaption></figure>")
+            vids.append(
+                f"<figure>{_video_tag(browser_mp4(p), cap, cls)}<figcaption>{e(cap)}</figcaption></figure>"
+            )
     if vids:
         out += ["<h2>Videos</h2>", f'<div class="media">{"".join(vids)}</div>']
     # metrics
@@ -448,17 +488,22 @@ def build_report(paths: SkillPaths) -> str:
             out.append(
                 f"<p>Mean IoU {tr['mean_iou']:.3f} (trained) vs {rnd['mean_iou']:.3f} (random policy); "
                 f"forward velocity {tr.get('mean_velocity', float('nan')):.3f} vs "
-                f"{rnd.get('mean_velocity', float('nan')):.3f} m/s.</p>")
+                f"{rnd.get('mean_velocity', float('nan')):.3f} m/s.</p>"
+            )
         pol = metrics.get("policy") or {}
-        out.append(f"<p>{_fmt(metrics.get('episodes'))} deterministic episode(s) of {_fmt(metrics.get('horizon'))} "
-                   f"steps at {_fmt(metrics.get('control_hz'))} Hz; policy from "
-                   f"<code>{e(str(pol.get('checkpoint', '?')))}</code> (step {_fmt(pol.get('step'))}). "
-                   "Green: the trained policy beats the random-action baseline.</p>")
+        out.append(
+            f"<p>{_fmt(metrics.get('episodes'))} deterministic episode(s) of {_fmt(metrics.get('horizon'))} "
+            f"steps at {_fmt(metrics.get('control_hz'))} Hz; policy from "
+            f"<code>{e(str(pol.get('checkpoint', '?')))}</code> (step {_fmt(pol.get('step'))}). "
+            "Green: the trained policy beats the random-action baseline.</p>"
+        )
         out.append(metrics_table(metrics))
         png = plot_per_frame_iou(metrics.get("per_frame_iou") or {})
         if png:
-            out.append(f"<figure>{_img_tag(png, 'image/png', 'per-frame IoU', 'plot')}"
-                       "<figcaption>Per-frame mask IoU against the reference (first episode).</figcaption></figure>")
+            out.append(
+                f"<figure>{_img_tag(png, 'image/png', 'per-frame IoU', 'plot')}"
+                "<figcaption>Per-frame mask IoU against the reference (first episode).</figcaption></figure>"
+            )
     # training curves
     out.append("<h2>Training curves (TensorBoard)</h2>")
     scalars = read_scalars(paths.train / "tb") or read_scalars(paths.train)
@@ -477,10 +522,19 @@ def build_report(paths: SkillPaths) -> str:
     else:
         out.append('<div class="warn">No reference/meta.json.</div>')
     if metrics:
-        out.append(_kv_table([("evaluation git revision", metrics.get("git_revision")),
-                              ("evaluated at", metrics.get("created"))]))
-    out.append("<details><summary>skill.yaml (resolved)</summary><pre>"
-               + e(json.dumps(config_to_dict(cfg), indent=1)) + "</pre></details>")
+        out.append(
+            _kv_table(
+                [
+                    ("evaluation git revision", metrics.get("git_revision")),
+                    ("evaluated at", metrics.get("created")),
+                ]
+            )
+        )
+    out.append(
+        "<details><summary>skill.yaml (resolved)</summary><pre>"
+        + e(json.dumps(config_to_dict(cfg), indent=1))
+        + "</pre></details>"
+    )
     out += [f"<script>{_SCRIPT}</script>", "</body></html>", ""]
     return "\n".join(out)
 
@@ -489,8 +543,16 @@ def report_inputs_key(paths: SkillPaths) -> str:
     """Content fingerprint of everything the report shows (for `nil run`'s cache)."""
     from nil.io import sha256_file
 
-    files = [paths.config, paths.metrics, paths.meta, paths.segment_meta, paths.frame0, paths.frame0_mask,
-             paths.video, paths.side_by_side]
+    files = [
+        paths.config,
+        paths.metrics,
+        paths.meta,
+        paths.segment_meta,
+        paths.frame0,
+        paths.frame0_mask,
+        paths.video,
+        paths.side_by_side,
+    ]
     tb = sorted(paths.train.rglob("events.out.tfevents.*")) if paths.train.exists() else []
     fp = [(str(p.relative_to(paths.root)), sha256_file(p)) for p in files + tb if p.exists()]
     return sha256_json(fp)
@@ -509,7 +571,11 @@ def write_report(paths: SkillPaths) -> Path:
 def report_is_current(paths: SkillPaths) -> bool:
     """True when report.html exists and nothing it shows changed since it was written."""
     key_file = paths.eval / ".report_key"
-    return paths.report.exists() and key_file.exists() and key_file.read_text().strip() == report_inputs_key(paths)
+    return (
+        paths.report.exists()
+        and key_file.exists()
+        and key_file.read_text().strip() == report_inputs_key(paths)
+    )
 
 
 def report_command(directory: Path) -> Path:

@@ -69,8 +69,15 @@ def policy_act_fn(policy) -> ActFn:
     return act
 
 
-def run_episode(sim, act: ActFn, *, reward=None, task_fn: Callable | None = None,
-                max_steps: int | None = None, progress: Callable[[], None] | None = None) -> Episode:
+def run_episode(
+    sim,
+    act: ActFn,
+    *,
+    reward=None,
+    task_fn: Callable | None = None,
+    max_steps: int | None = None,
+    progress: Callable[[], None] | None = None,
+) -> Episode:
     """Reset env 0 of a 1-env sim and roll `act` until it falls or reaches the horizon.
 
     `reward` is a NILReward (called on every post-step batch, as in training); `task_fn(batch) -> [N]` the
@@ -119,8 +126,16 @@ def run_episode(sim, act: ActFn, *, reward=None, task_fn: Callable | None = None
             break
     a_dim = int(sim.action_dim)
     return Episode(
-        rgb=np.stack(rgb), mask=np.stack(mask), qpos=np.stack(qpos), qvel=np.stack(qvel), root_pos=np.stack(root),
-        torso_up_z=np.asarray(up), actions=np.stack(actions) if actions else np.zeros((0, a_dim), np.float32),
-        reward_total=np.asarray(totals), reward_terms={k: np.asarray(v) for k, v in terms.items()},
-        task=np.asarray(task) if task_fn is not None else None, fell=fell, nonfinite=nonfinite,
+        rgb=np.stack(rgb),
+        mask=np.stack(mask),
+        qpos=np.stack(qpos),
+        qvel=np.stack(qvel),
+        root_pos=np.stack(root),
+        torso_up_z=np.asarray(up),
+        actions=np.stack(actions) if actions else np.zeros((0, a_dim), np.float32),
+        reward_total=np.asarray(totals),
+        reward_terms={k: np.asarray(v) for k, v in terms.items()},
+        task=np.asarray(task) if task_fn is not None else None,
+        fell=fell,
+        nonfinite=nonfinite,
     )

@@ -40,8 +40,13 @@ def _label(img: np.ndarray, text: str, org: tuple[int, int], scale: float, color
 
 
 def compose_side_by_side(
-    ref_frames: np.ndarray, agent_frames: np.ndarray, ref_masks: np.ndarray, agent_masks: np.ndarray,
-    ious: np.ndarray | None = None, *, titles: tuple[str, str, str] = ("reference", "agent", "mask overlap"),
+    ref_frames: np.ndarray,
+    agent_frames: np.ndarray,
+    ref_masks: np.ndarray,
+    agent_masks: np.ndarray,
+    ious: np.ndarray | None = None,
+    *,
+    titles: tuple[str, str, str] = ("reference", "agent", "mask overlap"),
 ) -> np.ndarray:
     """[T, H', 3W', 3] uint8 frames: reference | agent | overlap, titles and 't=.. IoU=..' drawn on each."""
     ref_frames = np.asarray(ref_frames)
@@ -53,7 +58,9 @@ def compose_side_by_side(
             f"masks {len(ref_masks)}/{len(agent_masks)}"
         )
     if ref_frames.shape[1:3] != agent_frames.shape[1:3]:
-        raise NilError(f"reference frames {ref_frames.shape[1:3]} and agent frames {agent_frames.shape[1:3]} differ")
+        raise NilError(
+            f"reference frames {ref_frames.shape[1:3]} and agent frames {agent_frames.shape[1:3]} differ"
+        )
     if ious is None:
         from nil.evaluation.metrics import mask_iou
 
@@ -67,12 +74,21 @@ def compose_side_by_side(
         panels = [ref_frames[k], agent_frames[k], overlap_image(ref_masks[k], agent_masks[k])]
         row = []
         for img, title in zip(panels, titles, strict=True):
-            p = np.ascontiguousarray(cv2.resize(img, (pw, ph), interpolation=cv2.INTER_NEAREST)) if up > 1 \
+            p = (
+                np.ascontiguousarray(cv2.resize(img, (pw, ph), interpolation=cv2.INTER_NEAREST))
+                if up > 1
                 else np.ascontiguousarray(img.copy())
+            )
             _label(p, title, (4, int(18 * scale / 0.4)), scale)
             row.append(p)
         # drawn near the top: a browser's video controls cover the bottom rows
-        _label(row[2], f"t={k} IoU={float(ious[k]):.2f}", (4, 2 * int(18 * scale / 0.4) + 2), scale, color=(0, 0, 0))
+        _label(
+            row[2],
+            f"t={k} IoU={float(ious[k]):.2f}",
+            (4, 2 * int(18 * scale / 0.4) + 2),
+            scale,
+            color=(0, 0, 0),
+        )
         frame = np.concatenate(row, axis=1)
         frame[:, pw - 1 : pw + 1] = 0  # thin separators
         frame[:, 2 * pw - 1 : 2 * pw + 1] = 0

@@ -34,8 +34,10 @@ if TYPE_CHECKING:
     from nil.config import SkillConfig
 
 BUNDLE_VERSION = 1
-SYNTHETIC_LABEL = ("synthetic teacher: a simulated gait rendered with the agent's camera, the offline default "
-                   "and a benchmark instrument (ground truth in teacher.npz), not a video model")
+SYNTHETIC_LABEL = (
+    "synthetic teacher: a simulated gait rendered with the agent's camera, the offline default "
+    "and a benchmark instrument (ground truth in teacher.npz), not a video model"
+)
 RAW_QUALITY = 8
 RETIMED_QUALITY = 10  # the reference every later stage reads: keep compression loss minimal
 _TMP_PREFIX = ".reference.tmp-"
@@ -63,15 +65,23 @@ def _write_frame0(paths: SkillPaths, spec: Any, background: tuple[int, int, int]
 
 def _git_revision() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
 
 
-def compute_cache_key(cfg: SkillConfig, generator: Any, *, prompt: str, frame0_sha: str, control_hz: float,
-                      size_hw: tuple[int, int]) -> tuple[str, dict[str, Any]]:
+def compute_cache_key(
+    cfg: SkillConfig,
+    generator: Any,
+    *,
+    prompt: str,
+    frame0_sha: str,
+    control_hz: float,
+    size_hw: tuple[int, int],
+) -> tuple[str, dict[str, Any]]:
     """(key, what it hashes): everything that changes the retimed reference."""
     g = cfg.generator
     parts = {
@@ -139,12 +149,15 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
     if hasattr(generator, "first_mask"):
         generator.first_mask = f0.mask
     frame0_sha = sha256_bytes(frame0.tobytes() + str(frame0.shape).encode())
-    key, key_parts = compute_cache_key(cfg, generator, prompt=prompt, frame0_sha=frame0_sha, control_hz=control_hz,
-                                       size_hw=frame0.shape[:2])
+    key, key_parts = compute_cache_key(
+        cfg, generator, prompt=prompt, frame0_sha=frame0_sha, control_hz=control_hz, size_hw=frame0.shape[:2]
+    )
 
     old = _read_meta(paths)
     if not force and old is not None and old.get("cache_key") == key and _bundle_complete(paths, old):
-        console.print(f"[green]reference cached[/green] ({old['generator']}, key {key[:12]}): {paths.reference}")
+        console.print(
+            f"[green]reference cached[/green] ({old['generator']}, key {key[:12]}): {paths.reference}"
+        )
         return {**old, "cached": True}
 
     _clean_stale_tmp(paths)
@@ -154,15 +167,26 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
         label = f" [yellow]({SYNTHETIC_LABEL.split(':')[0]})[/yellow]" if generator.synthetic else ""
         console.print(f"generating the reference with [bold]{generator.name}[/bold]{label}: {prompt!r}")
         t0 = time.perf_counter()
-        raw = generator.generate(frame0, prompt, num_frames=cfg.generator.num_frames, fps=cfg.generator.fps,
-                                 seed=cfg.generator.seed)
+        raw = generator.generate(
+            frame0,
+            prompt,
+            num_frames=cfg.generator.num_frames,
+            fps=cfg.generator.fps,
+            seed=cfg.generator.seed,
+        )
         t_gen = time.perf_counter() - t0
         if raw.hw != frame0.shape[:2]:
-            raise VideoError(f"generator {generator.name} returned {raw.hw} frames, expected e0's size "
-                             f"{frame0.shape[:2]}")
+            raise VideoError(
+                f"generator {generator.name} returned {raw.hw} frames, expected e0's size {frame0.shape[:2]}"
+            )
         t0 = time.perf_counter()
-        retimed = retime(raw, control_hz, cfg.generator.retime.method, rife_path=cfg.generator.retime.rife_path,
-                         progress=True)
+        retimed = retime(
+            raw,
+            control_hz,
+            cfg.generator.retime.method,
+            rife_path=cfg.generator.retime.rife_path,
+            progress=True,
+        )
         t_retime = time.perf_counter() - t0
         write_video(tmp / "video.mp4", raw, quality=RAW_QUALITY)
         write_video(tmp / "retimed.mp4", retimed, quality=RETIMED_QUALITY)
@@ -172,8 +196,10 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
             teacher = dict(generator.teacher)
             n_t = len(teacher["qpos"])
             if n_t != retimed.num_frames:
-                raise VideoError(f"the synthetic teacher has {n_t} states but the retimed reference has "
-                                 f"{retimed.num_frames} frames; they must align (report this as a bug)")
+                raise VideoError(
+                    f"the synthetic teacher has {n_t} states but the retimed reference has "
+                    f"{retimed.num_frames} frames; they must align (report this as a bug)"
+                )
             np.savez_compressed(tmp / "teacher.npz", **teacher)
             names.append("teacher.npz")
             teacher_sha = sha256_file(tmp / "teacher.npz")
@@ -196,8 +222,10 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
             "retimed_num_frames": retimed.num_frames,
             "horizon": retimed.num_frames - 1,
             "retime": {"method": cfg.generator.retime.method, "rife_path": cfg.generator.retime.rife_path},
-            "inputs": {"frame0_sha256": frame0_sha, **{k: v for k, v in key_parts["generator_params"].items()
-                                                       if k.endswith("sha256")}},
+            "inputs": {
+                "frame0_sha256": frame0_sha,
+                **{k: v for k, v in key_parts["generator_params"].items() if k.endswith("sha256")},
+            },
             "video_sha256": sha256_file(tmp / "video.mp4"),
             "retimed_sha256": sha256_file(tmp / "retimed.mp4"),
             "teacher_sha256": teacher_sha,
@@ -205,8 +233,11 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
             "generator_config": cfg.generator.model_dump(mode="json"),
             "cache_key": key,
             "cache_params": key_parts,
-            "wall_time_s": {"generate": round(t_gen, 3), "retime": round(t_retime, 3),
-                            "total": round(time.perf_counter() - t_start, 3)},
+            "wall_time_s": {
+                "generate": round(t_gen, 3),
+                "retime": round(t_retime, 3),
+                "total": round(time.perf_counter() - t_start, 3),
+            },
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "git_revision": _git_revision(),
         }
@@ -231,9 +262,11 @@ def generate_command(directory: Path, force: bool = False) -> dict[str, Any]:
     if meta.get("synthetic"):
         console.print(f"[yellow]note:[/yellow] {SYNTHETIC_LABEL}")
     src = meta.get("model_id") or meta["generator"]
-    console.print(f"reference ({src}): {meta['num_frames']} frames @ {meta['fps']:g} fps -> "
-                  f"{meta['retimed_num_frames']} frames @ {meta['retimed_fps']:g} Hz "
-                  f"(horizon {meta['horizon']} steps, {meta['retime']['method']} retiming)")
+    console.print(
+        f"reference ({src}): {meta['num_frames']} frames @ {meta['fps']:g} fps -> "
+        f"{meta['retimed_num_frames']} frames @ {meta['retimed_fps']:g} Hz "
+        f"(horizon {meta['horizon']} steps, {meta['retime']['method']} retiming)"
+    )
     verb = "cached (unchanged inputs; --force redoes it):" if meta.get("cached") else "wrote"
     print(f"wrote {paths.frame0}, {paths.frame0_mask}")
     print(f"{verb} {paths.video}, {paths.retimed}" + (f", {paths.teacher}" if meta.get("synthetic") else ""))
@@ -255,8 +288,10 @@ def load_reference(paths: SkillPaths) -> Video:
     if not paths.retimed.is_file():
         raise MissingStageError(f"{paths.retimed} is missing; run `nil generate {paths.root} --force`")
     if meta.get("retimed_sha256") and sha256_file(paths.retimed) != meta["retimed_sha256"]:
-        raise MissingStageError(f"{paths.retimed} does not match {paths.meta} (changed or half-written); "
-                                f"run `nil generate {paths.root} --force`")
+        raise MissingStageError(
+            f"{paths.retimed} does not match {paths.meta} (changed or half-written); "
+            f"run `nil generate {paths.root} --force`"
+        )
     video = read_video(paths.retimed)
     return Video(video.frames, float(meta.get("retimed_fps") or video.fps))
 
@@ -265,8 +300,10 @@ def load_teacher(paths: SkillPaths) -> dict[str, np.ndarray]:
     """The synthetic teacher's ground truth (qpos, qvel, root_pos ... per retimed frame)."""
     meta = load_meta(paths)
     if not meta.get("synthetic"):
-        raise MissingStageError(f"the reference in {paths.reference} is not synthetic ({meta.get('generator')}), "
-                                "so it has no teacher.npz ground truth")
+        raise MissingStageError(
+            f"the reference in {paths.reference} is not synthetic ({meta.get('generator')}), "
+            "so it has no teacher.npz ground truth"
+        )
     if not paths.teacher.is_file():
         raise MissingStageError(f"{paths.teacher} is missing; run `nil generate {paths.root} --force`")
     with np.load(paths.teacher, allow_pickle=False) as z:

@@ -56,7 +56,9 @@ def _write_png(path: Path, img: np.ndarray) -> None:
     atomic_save(path, lambda tmp: iio.imwrite(tmp, img, extension=".png"))
 
 
-def write_frame0(paths: SkillPaths, spec: RobotSpec, background: tuple[int, int, int] = (255, 255, 255)) -> Frame0:
+def write_frame0(
+    paths: SkillPaths, spec: RobotSpec, background: tuple[int, int, int] = (255, 255, 255)
+) -> Frame0:
     """Render e0 and write frame0.png (background replaced) and frame0_mask.png (white = robot)."""
     f0 = render_frame0(spec, background)
     _write_png(paths.frame0, f0.rgb_nobg)
@@ -79,5 +81,7 @@ def frame_command(robot: str, out: Path, width: int = 224, height: int = 224) ->
     spec = get_robot(robot, camera=cam)
     paths = SkillPaths(Path(out))
     f0 = write_frame0(paths, spec, tuple(cam.background))
-    print(f"wrote {paths.frame0} and {paths.frame0_mask} ({spec.name}, robot covers {f0.mask.mean():.1%} of the frame)")
+    print(
+        f"wrote {paths.frame0} and {paths.frame0_mask} ({spec.name}, robot covers {f0.mask.mean():.1%} of the frame)"
+    )
     return f0

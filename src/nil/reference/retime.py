@@ -71,10 +71,20 @@ class FlowInterpolator:
         cv2 = self._cv2
         xs, ys = self._grid  # type: ignore[misc]
         a = float(alpha)
-        w0 = cv2.remap(self._f0, xs - a * self._flow01[..., 0], ys - a * self._flow01[..., 1],
-                       cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        w1 = cv2.remap(self._f1, xs - (1 - a) * self._flow10[..., 0], ys - (1 - a) * self._flow10[..., 1],
-                       cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        w0 = cv2.remap(
+            self._f0,
+            xs - a * self._flow01[..., 0],
+            ys - a * self._flow01[..., 1],
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        w1 = cv2.remap(
+            self._f1,
+            xs - (1 - a) * self._flow10[..., 0],
+            ys - (1 - a) * self._flow10[..., 1],
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         out = (1 - a) * w0.astype(np.float32) + a * w1.astype(np.float32)
         return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
@@ -96,27 +106,35 @@ class RifeInterpolator:
         import torch
 
         if not path:
-            raise ConfigError("generator.retime.rife_path is not set; point it at a local RIFE TorchScript "
-                              "file (rife.pt), or use generator.retime.method: flow")
+            raise ConfigError(
+                "generator.retime.rife_path is not set; point it at a local RIFE TorchScript "
+                "file (rife.pt), or use generator.retime.method: flow"
+            )
         p = Path(path).expanduser()
         if p.is_dir():
             found = [p / c for c in self.CANDIDATES if (p / c).is_file()]
             if not found:
-                raise ConfigError(f"generator.retime.rife_path: {p} holds none of {list(self.CANDIDATES)}; "
-                                  "export RIFE to TorchScript there, or use generator.retime.method: flow")
+                raise ConfigError(
+                    f"generator.retime.rife_path: {p} holds none of {list(self.CANDIDATES)}; "
+                    "export RIFE to TorchScript there, or use generator.retime.method: flow"
+                )
             p = found[0]
         if not p.is_file():
-            raise ConfigError(f"generator.retime.rife_path: {p} does not exist; give a local RIFE TorchScript "
-                              "file, or use generator.retime.method: flow")
+            raise ConfigError(
+                f"generator.retime.rife_path: {p} does not exist; give a local RIFE TorchScript "
+                "file, or use generator.retime.method: flow"
+            )
         try:
             if p.suffix == ".pt2":
                 self.model = torch.export.load(str(p)).module().to(device)
             else:
                 self.model = torch.jit.load(str(p), map_location=device).eval()
         except Exception as e:  # noqa: BLE001 - any load failure means unusable weights
-            raise ConfigError(f"generator.retime.rife_path: cannot load {p} as TorchScript or torch.export "
-                              f"({str(e).splitlines()[0][:200]}); export the RIFE model with torch.jit.script/trace "
-                              "or torch.export.save") from None
+            raise ConfigError(
+                f"generator.retime.rife_path: cannot load {p} as TorchScript or torch.export "
+                f"({str(e).splitlines()[0][:200]}); export the RIFE model with torch.jit.script/trace "
+                "or torch.export.save"
+            ) from None
         self.path = p
         self._torch = torch
         self._device = device
@@ -165,8 +183,15 @@ def _check_fps(fps: float, what: str) -> None:
         raise VideoError(f"{what} must be in (0, {MAX_FPS:g}] frames per second, got {fps}")
 
 
-def retime(video: Video, target_fps: float, method: str = "flow", *, rife_path: str | None = None,
-           interpolator: Interpolator | None = None, progress: bool = False) -> Video:
+def retime(
+    video: Video,
+    target_fps: float,
+    method: str = "flow",
+    *,
+    rife_path: str | None = None,
+    interpolator: Interpolator | None = None,
+    progress: bool = False,
+) -> Video:
     """Resample `video` to `target_fps` (see the module docstring for the timing rule)."""
     _check_fps(video.fps, "the video's fps")
     _check_fps(target_fps, "the control rate (target fps)")
@@ -174,13 +199,17 @@ def retime(video: Video, target_fps: float, method: str = "flow", *, rife_path: 
     if t_src < 2:
         raise VideoError(f"the reference video has {t_src} frame; at least 2 are needed to retime it")
     if target_fps / video.fps > MAX_UPSAMPLE:
-        raise VideoError(f"retiming {video.fps:g} fps to {target_fps:g} fps is a {target_fps / video.fps:.0f}x "
-                         f"upsample (max {MAX_UPSAMPLE:g}x); check the video's fps or generator.fps")
+        raise VideoError(
+            f"retiming {video.fps:g} fps to {target_fps:g} fps is a {target_fps / video.fps:.0f}x "
+            f"upsample (max {MAX_UPSAMPLE:g}x); check the video's fps or generator.fps"
+        )
     n_out = retimed_length(t_src, video.fps, target_fps)
     if n_out < MIN_RETIMED_FRAMES:
-        raise VideoError(f"the reference has {n_out} frames after retiming to {target_fps:g} fps "
-                         f"({t_src} frames at {video.fps:g} fps); at least {MIN_RETIMED_FRAMES} (one encoder "
-                         "clip) are needed: make the video longer")
+        raise VideoError(
+            f"the reference has {n_out} frames after retiming to {target_fps:g} fps "
+            f"({t_src} frames at {video.fps:g} fps); at least {MIN_RETIMED_FRAMES} (one encoder "
+            "clip) are needed: make the video longer"
+        )
     interp = interpolator if interpolator is not None else make_interpolator(method, rife_path)
     src = video.frames
     out = np.empty((n_out, *src.shape[1:]), dtype=np.uint8)
@@ -190,7 +219,9 @@ def retime(video: Video, target_fps: float, method: str = "flow", *, rife_path: 
     if progress:
         from rich.progress import track
 
-        rng = track(rng, description=f"retiming to {target_fps:g} fps ({interp.name if interp else 'nearest'})")
+        rng = track(
+            rng, description=f"retiming to {target_fps:g} fps ({interp.name if interp else 'nearest'})"
+        )
     for i in rng:
         pos = min(i * ratio, t_src - 1.0)
         if i == n_out - 1:

@@ -23,7 +23,9 @@ class Video:
         f = self.frames
         if not isinstance(f, np.ndarray) or f.ndim != 4 or f.shape[-1] != 3 or f.dtype != np.uint8:
             shape = getattr(f, "shape", None)
-            raise VideoError(f"video frames must be a [T,H,W,3] uint8 array, got {shape} {getattr(f, 'dtype', '')}")
+            raise VideoError(
+                f"video frames must be a [T,H,W,3] uint8 array, got {shape} {getattr(f, 'dtype', '')}"
+            )
         if f.shape[0] == 0:
             raise VideoError("the video has no frames")
         if not np.isfinite(self.fps) or not (0 < self.fps <= MAX_FPS):
@@ -84,8 +86,15 @@ def write_video(path: str | Path, video: Video, *, quality: int = 8) -> Path:
 
     def _write(tmp: Path) -> None:
         with iio2.get_writer(
-            tmp, format="FFMPEG", mode="I", fps=video.fps, codec="libx264", quality=quality,
-            pixelformat="yuv420p", macro_block_size=1, output_params=["-movflags", "+faststart"],
+            tmp,
+            format="FFMPEG",
+            mode="I",
+            fps=video.fps,
+            codec="libx264",
+            quality=quality,
+            pixelformat="yuv420p",
+            macro_block_size=1,
+            output_params=["-movflags", "+faststart"],
         ) as wr:
             for fr in frames:
                 wr.append_data(fr)

@@ -43,8 +43,6 @@ class VideoEncoder(Protocol):
         ...
 
 
-
-
 def resolve_device(device: str) -> torch.device:
     """'auto' -> cuda when available, else cpu."""
     if device == "auto":
@@ -177,7 +175,10 @@ class _HFVideoEncoder:
     def _preprocess(self, clips: torch.Tensor) -> torch.Tensor:
         """uint8 [B,T,H,W,3] -> normalised float [B,T,3,R,R] on the model device (shorter side resize + centre crop)."""
         b, t, h, w, _ = clips.shape
-        x = clips.to(self.device, non_blocking=True).reshape(b * t, h, w, 3).permute(0, 3, 1, 2).float() / 255.0
+        x = (
+            clips.to(self.device, non_blocking=True).reshape(b * t, h, w, 3).permute(0, 3, 1, 2).float()
+            / 255.0
+        )
         r = self.resolution
         if (h, w) != (r, r):
             s = r / min(h, w)
@@ -197,7 +198,9 @@ class _HFVideoEncoder:
         if clips.ndim != 5 or clips.shape[-1] != 3 or clips.dtype != torch.uint8:
             raise EncoderError(f"clips must be uint8 [B,T,H,W,3], got {tuple(clips.shape)} {clips.dtype}")
         if clips.shape[1] != self.clip_len:
-            raise EncoderError(f"clips have {clips.shape[1]} frames but encoder {self.id} expects {self.clip_len}")
+            raise EncoderError(
+                f"clips have {clips.shape[1]} frames but encoder {self.id} expects {self.clip_len}"
+            )
         out = []
         for i in range(0, clips.shape[0], self.batch_size):
             out.append(self._forward(self._preprocess(clips[i : i + self.batch_size])).float())
@@ -216,8 +219,12 @@ class TimesformerEncoder(_HFVideoEncoder):
     def _check_config(self, mcfg: Any) -> None:
         if mcfg.num_frames != self.clip_len:
             # The model interpolates its time embeddings, so this runs, but off the trained distribution.
-            log.warning("TimeSformer %s was trained on %d frames; clip_len=%d", self.cfg.model_id, mcfg.num_frames,
-                        self.clip_len)
+            log.warning(
+                "TimeSformer %s was trained on %d frames; clip_len=%d",
+                self.cfg.model_id,
+                mcfg.num_frames,
+                self.clip_len,
+            )
 
     def _forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=pixel_values).last_hidden_state[:, 0]
@@ -255,7 +262,9 @@ def load_encoder(cfg: EncoderConfig) -> VideoEncoder:
     return cls(cfg)
 
 
-def clip_indices(num_frames: int, clip_len: int, stride: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def clip_indices(
+    num_frames: int, clip_len: int, stride: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """[num_frames, clip_len] frame indices of the causal clip ending at each t: t-(L-1-k)*s, clamped at frame 0."""
     t = torch.arange(num_frames, device=device).unsqueeze(1)
     back = (clip_len - 1 - torch.arange(clip_len, device=device)) * stride
@@ -285,7 +294,11 @@ def reference_embeddings(
             f"reference embeddings need {paths.retimed.name} and {paths.masks.name} in {paths.reference}; "
             f"run `nil generate {paths.root}` and `nil segment {paths.root}` first"
         )
-    key = {"video_sha256": sha256_file(paths.retimed), "masks_sha256": sha256_file(paths.masks), "encoder_id": enc_id}
+    key = {
+        "video_sha256": sha256_file(paths.retimed),
+        "masks_sha256": sha256_file(paths.masks),
+        "encoder_id": enc_id,
+    }
     if out_path.exists() and not force:
         try:
             cached = torch.load(out_path, map_location="cpu", weights_only=True)
@@ -305,7 +318,9 @@ def reference_embeddings(
             f"re-run `nil segment {paths.root} --force`"
         )
     if tuple(masks.shape[1:]) != tuple(frames.shape[1:3]):  # masks live at the render size, video may not
-        masks = F.interpolate(masks[:, None].float(), size=tuple(frames.shape[1:3]), mode="nearest")[:, 0] > 0.5
+        masks = (
+            F.interpolate(masks[:, None].float(), size=tuple(frames.shape[1:3]), mode="nearest")[:, 0] > 0.5
+        )
     from nil.reward.terms import mask_frames
 
     fill = getattr(encoder, "background_fill", tuple(cfg.background_fill))
@@ -321,8 +336,15 @@ def reference_embeddings(
             progress.advance(task, len(chunks[-1]))
     emb = torch.cat(chunks)
     if not torch.isfinite(emb).all():
-        raise EncoderError(f"encoder {enc_id} produced non-finite reference embeddings; try encoder.dtype=float32")
-    payload = {**key, "embeddings": emb, "clip_len": encoder.clip_len, "clip_stride": stride,
-               "num_frames": int(emb.shape[0])}
+        raise EncoderError(
+            f"encoder {enc_id} produced non-finite reference embeddings; try encoder.dtype=float32"
+        )
+    payload = {
+        **key,
+        "embeddings": emb,
+        "clip_len": encoder.clip_len,
+        "clip_stride": stride,
+        "num_frames": int(emb.shape[0]),
+    }
     atomic_save(out_path, lambda p: torch.save(payload, p))
     return emb

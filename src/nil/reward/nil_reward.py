@@ -85,7 +85,9 @@ class NILReward:
                 "recompute them with reference_embeddings(paths, cfg.encoder, force=True)"
             )
         if not torch.isfinite(emb).all():
-            raise EncoderError("reference embeddings contain NaN/inf; recompute them with encoder.dtype=float32")
+            raise EncoderError(
+                "reference embeddings contain NaN/inf; recompute them with encoder.dtype=float32"
+            )
         self.ref_embeddings = emb.to(self.device).float()
         self.clip_len = int(encoder.clip_len)
         self.clip_stride = int(getattr(encoder, "clip_stride", 1))
@@ -95,7 +97,9 @@ class NILReward:
         self._hist = torch.zeros(self.num_envs, self.hist_len, h, w, 3, dtype=torch.uint8, device=self.device)
         self._ptr = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)  # slot of the next write
         self._count = torch.zeros(self.num_envs, dtype=torch.long, device=self.device)  # frames since reset
-        self._last_t = torch.full((self.num_envs,), -1, dtype=torch.long, device=self.device)  # t of newest frame
+        self._last_t = torch.full(
+            (self.num_envs,), -1, dtype=torch.long, device=self.device
+        )  # t of newest frame
         self._back = (self.clip_len - 1 - torch.arange(self.clip_len, device=self.device)) * self.clip_stride
 
     def _to(self, device: torch.device) -> None:
@@ -108,7 +112,11 @@ class NILReward:
         self._held, self._held_ok = self._held.to(device), self._held_ok.to(device)
         if self._hist is not None:
             self.ref_embeddings = self.ref_embeddings.to(device)  # type: ignore[union-attr]
-            self._hist, self._ptr, self._count = self._hist.to(device), self._ptr.to(device), self._count.to(device)
+            self._hist, self._ptr, self._count = (
+                self._hist.to(device),
+                self._ptr.to(device),
+                self._count.to(device),
+            )
             self._last_t = self._last_t.to(device)
             self._back = self._back.to(device)
 
@@ -218,7 +226,9 @@ class NILReward:
         out.update({f"weighted/{k}": v for k, v in weighted.items()})
         return RewardOutput(total=total, terms=out, video_valid=valid)
 
-    def _check_finite(self, total: torch.Tensor, raw: dict[str, torch.Tensor], batch: SimBatch) -> torch.Tensor:
+    def _check_finite(
+        self, total: torch.Tensor, raw: dict[str, torch.Tensor], batch: SimBatch
+    ) -> torch.Tensor:
         bad = ~torch.isfinite(total)
         if not bool(bad.any()):
             return total

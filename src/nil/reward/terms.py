@@ -13,7 +13,9 @@ import torch
 from nil.sim.base import SimBatch
 
 
-def mask_frames(frames: torch.Tensor, masks: torch.Tensor, fill: tuple[int, int, int] | torch.Tensor) -> torch.Tensor:
+def mask_frames(
+    frames: torch.Tensor, masks: torch.Tensor, fill: tuple[int, int, int] | torch.Tensor
+) -> torch.Tensor:
     """uint8 frames [...,H,W,3] with every pixel outside the bool mask [...,H,W] set to `fill` (RGB)."""
     fill_t = torch.as_tensor(fill, dtype=torch.uint8, device=frames.device)
     return torch.where(masks.to(frames.device).unsqueeze(-1), frames, fill_t)

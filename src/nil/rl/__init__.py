@@ -4,8 +4,17 @@ from nil.rl.agents import BROAgent, Policy, SACAgent, make_agent
 from nil.rl.checkpoint import load_policy
 from nil.rl.replay import Batch, ReplayBuffer
 
-__all__ = ["BROAgent", "Batch", "Policy", "ReplayBuffer", "SACAgent", "load_policy", "make_agent", "train",
-           "train_command"]
+__all__ = [
+    "BROAgent",
+    "Batch",
+    "Policy",
+    "ReplayBuffer",
+    "SACAgent",
+    "load_policy",
+    "make_agent",
+    "train",
+    "train_command",
+]
 
 
 def train(*args, **kwargs):  # noqa: ANN002, ANN003 - lazy: the trainer imports the sim/reward layers

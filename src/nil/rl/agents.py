@@ -77,12 +77,16 @@ class SACAgent:
     net_kind: NetKind = "mlp"
     log_std_min = -5.0
 
-    def __init__(self, cfg: RLConfig, obs_dim: int, action_dim: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, cfg: RLConfig, obs_dim: int, action_dim: int, device: torch.device | str = "cpu"
+    ) -> None:
         self.cfg, self.obs_dim, self.action_dim = cfg, int(obs_dim), int(action_dim)
         self.device = torch.device(device)
         self.obs_norm = RunningNormalizer(obs_dim, self.device, enabled=cfg.obs_norm)
         self.pessimism = self.default_pessimism() if cfg.pessimism is None else cfg.pessimism
-        self.target_entropy = self.default_target_entropy() if cfg.target_entropy is None else cfg.target_entropy
+        self.target_entropy = (
+            self.default_target_entropy() if cfg.target_entropy is None else cfg.target_entropy
+        )
         self.n_quantiles = 1
         self.num_updates = 0
         self.num_resets = 0
@@ -106,12 +110,30 @@ class SACAgent:
     def build(self) -> None:
         """(Re)create networks, targets, temperature and optimisers from the global torch RNG."""
         c, dev = self.cfg, self.device
-        self.actor = TanhGaussianActor(self.net_kind, self.obs_dim, self.action_dim, c.actor_width, c.actor_depth,
-                                       log_std_min=self.log_std_min).to(dev)
-        self.critic = Critics(self.net_kind, self.obs_dim, self.action_dim, c.critic_width, c.critic_depth,
-                              n_out=self.n_quantiles).to(dev)
-        self.critic_target = Critics(self.net_kind, self.obs_dim, self.action_dim, c.critic_width, c.critic_depth,
-                                     n_out=self.n_quantiles).to(dev)
+        self.actor = TanhGaussianActor(
+            self.net_kind,
+            self.obs_dim,
+            self.action_dim,
+            c.actor_width,
+            c.actor_depth,
+            log_std_min=self.log_std_min,
+        ).to(dev)
+        self.critic = Critics(
+            self.net_kind,
+            self.obs_dim,
+            self.action_dim,
+            c.critic_width,
+            c.critic_depth,
+            n_out=self.n_quantiles,
+        ).to(dev)
+        self.critic_target = Critics(
+            self.net_kind,
+            self.obs_dim,
+            self.action_dim,
+            c.critic_width,
+            c.critic_depth,
+            n_out=self.n_quantiles,
+        ).to(dev)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(c.init_temperature), device=dev, requires_grad=True)
@@ -200,10 +222,16 @@ class SACAgent:
         alpha_loss.backward()
         self.alpha_opt.step()
 
-        stats = {"loss/critic": critic_loss.detach(), "loss/actor": actor_loss.detach(),
-                 "loss/alpha": alpha_loss.detach(), "train/alpha": alpha, "train/entropy": entropy,
-                 "q/mean": q.detach().mean(), "q/target": target.mean(),
-                 "q/critic_gap": (q[0] - q[1]).detach().abs().mean()}
+        stats = {
+            "loss/critic": critic_loss.detach(),
+            "loss/actor": actor_loss.detach(),
+            "loss/alpha": alpha_loss.detach(),
+            "train/alpha": alpha,
+            "train/entropy": entropy,
+            "q/mean": q.detach().mean(),
+            "q/target": target.mean(),
+            "q/critic_gap": (q[0] - q[1]).detach().abs().mean(),
+        }
         stats.update(self.update_extra(obs))
         self.critic.requires_grad_(True)
         self.num_updates += 1
@@ -226,9 +254,15 @@ class SACAgent:
         """Everything needed to continue training bit-for-bit (except the buffer and RNGs)."""
         state: dict = {name: m.state_dict() for name, m in self.modules().items()}
         state.update({name: o.state_dict() for name, o in self.optimizers().items()})
-        state.update(algo=self.algo, obs_dim=self.obs_dim, action_dim=self.action_dim,
-                     log_alpha=self.log_alpha.detach().clone(), obs_norm=self.obs_norm.state_dict(),
-                     num_updates=self.num_updates, num_resets=self.num_resets)
+        state.update(
+            algo=self.algo,
+            obs_dim=self.obs_dim,
+            action_dim=self.action_dim,
+            log_alpha=self.log_alpha.detach().clone(),
+            obs_norm=self.obs_norm.state_dict(),
+            num_updates=self.num_updates,
+            num_resets=self.num_resets,
+        )
         return state
 
     def load_state_dict(self, state: dict) -> None:
@@ -244,10 +278,17 @@ class SACAgent:
 
     def policy_state(self) -> dict:
         """What load_policy needs: the conservative actor, its architecture and the normaliser."""
-        return {"algo": self.algo, "net_kind": self.net_kind, "obs_dim": self.obs_dim,
-                "action_dim": self.action_dim, "width": self.cfg.actor_width, "depth": self.cfg.actor_depth,
-                "log_std_min": self.log_std_min, "actor": {k: v.cpu() for k, v in self.actor.state_dict().items()},
-                "obs_norm": self.obs_norm.state_dict()}
+        return {
+            "algo": self.algo,
+            "net_kind": self.net_kind,
+            "obs_dim": self.obs_dim,
+            "action_dim": self.action_dim,
+            "width": self.cfg.actor_width,
+            "depth": self.cfg.actor_depth,
+            "log_std_min": self.log_std_min,
+            "actor": {k: v.cpu() for k, v in self.actor.state_dict().items()},
+            "obs_norm": self.obs_norm.state_dict(),
+        }
 
 
 class BROAgent(SACAgent):
@@ -257,7 +298,9 @@ class BROAgent(SACAgent):
     net_kind: NetKind = "bronet"
     log_std_min = -10.0
 
-    def __init__(self, cfg: RLConfig, obs_dim: int, action_dim: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, cfg: RLConfig, obs_dim: int, action_dim: int, device: torch.device | str = "cpu"
+    ) -> None:
         self.n_quantiles_cfg = cfg.n_quantiles
         super().__init__(cfg, obs_dim, action_dim, device)
 
@@ -282,11 +325,21 @@ class BROAgent(SACAgent):
         self.n_quantiles = self.n_quantiles_cfg
         super().build()
         c = self.cfg
-        self.actor_o = OptimisticActor(self.net_kind, self.obs_dim, self.action_dim, c.actor_width, c.actor_depth,
-                                       std_multiplier=c.std_multiplier).to(self.device)
+        self.actor_o = OptimisticActor(
+            self.net_kind,
+            self.obs_dim,
+            self.action_dim,
+            c.actor_width,
+            c.actor_depth,
+            std_multiplier=c.std_multiplier,
+        ).to(self.device)
         self.actor_o_opt = self._optim(self.actor_o.parameters(), c.actor_lr)
-        self.duals = nn.ParameterDict({"optimism": _bounded_log_param(c.init_optimism),
-                                       "kl_weight": _bounded_log_param(c.init_kl_weight)}).to(self.device)
+        self.duals = nn.ParameterDict(
+            {
+                "optimism": _bounded_log_param(c.init_optimism),
+                "kl_weight": _bounded_log_param(c.init_kl_weight),
+            }
+        ).to(self.device)
         self.duals_opt = torch.optim.Adam(self.duals.parameters(), lr=c.adjustment_lr, betas=(0.5, 0.999))
 
     @property
@@ -326,7 +379,9 @@ class BROAgent(SACAgent):
         q_ub = self.combine(q, optimism).mean(-1)
         # KL(N(mean_o, std_o / m) || N(mean_c, std_c)) per state, as in BRO (std_o / m == std_c: the mean term)
         s_o = std_o / self.cfg.std_multiplier
-        kl = (torch.log(std_c / s_o) + (s_o.pow(2) + (mean_o - mean_c).pow(2)) / (2 * std_c.pow(2)) - 0.5).sum(-1)
+        kl = (
+            torch.log(std_c / s_o) + (s_o.pow(2) + (mean_o - mean_c).pow(2)) / (2 * std_c.pow(2)) - 0.5
+        ).sum(-1)
         loss = -q_ub.mean() + kl_weight * kl.mean()
         self.actor_o_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -334,12 +389,18 @@ class BROAgent(SACAgent):
 
         emp_kl = kl.detach().mean() / self.action_dim
         gap = emp_kl - self.cfg.kl_target
-        dual_loss = _bounded_value(self.duals["optimism"]) * gap - _bounded_value(self.duals["kl_weight"]) * gap
+        dual_loss = (
+            _bounded_value(self.duals["optimism"]) * gap - _bounded_value(self.duals["kl_weight"]) * gap
+        )
         self.duals_opt.zero_grad(set_to_none=True)
         dual_loss.backward()
         self.duals_opt.step()
-        return {"loss/optimistic_actor": loss.detach(), "train/kl": emp_kl, "train/optimism": optimism,
-                "train/kl_weight": kl_weight}
+        return {
+            "loss/optimistic_actor": loss.detach(),
+            "train/kl": emp_kl,
+            "train/optimism": optimism,
+            "train/kl_weight": kl_weight,
+        }
 
     def modules(self) -> dict[str, nn.Module]:
         """Every network by name (plus the duals)."""
@@ -362,8 +423,14 @@ class Policy:
         self.device = torch.device(device)
         self.obs_dim, self.action_dim = int(state["obs_dim"]), int(state["action_dim"])
         self.algo = state["algo"]
-        self.actor = TanhGaussianActor(state["net_kind"], self.obs_dim, self.action_dim, state["width"],
-                                       state["depth"], log_std_min=state["log_std_min"]).to(self.device)
+        self.actor = TanhGaussianActor(
+            state["net_kind"],
+            self.obs_dim,
+            self.action_dim,
+            state["width"],
+            state["depth"],
+            log_std_min=state["log_std_min"],
+        ).to(self.device)
         self.actor.load_state_dict(state["actor"])
         self.actor.eval()
         self.obs_norm = RunningNormalizer(self.obs_dim, self.device)

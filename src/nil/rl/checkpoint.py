@@ -29,7 +29,7 @@ def _step_of(p: Path) -> int | None:
     if not p.is_dir() or not p.name.startswith(PREFIX):
         return None
     try:
-        return int(p.name[len(PREFIX):])
+        return int(p.name[len(PREFIX) :])
     except ValueError:
         return None
 
@@ -43,8 +43,9 @@ def list_checkpoints(root: str | Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
-def save_checkpoint(root: str | Path, step: int, files: dict[str, object], meta: dict | None = None,
-                    keep: int = 3) -> Path:
+def save_checkpoint(
+    root: str | Path, step: int, files: dict[str, object], meta: dict | None = None, keep: int = 3
+) -> Path:
     """Write {name: object} with torch.save as one checkpoint at `step`, atomically; prune to `keep`."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -114,8 +115,9 @@ def verify_checkpoint(path: str | Path, names: list[str] | None = None) -> dict:
     return manifest
 
 
-def latest_good(root: str | Path, names: list[str] | None = None,
-                warn: Callable[[str], None] | None = print) -> tuple[Path, dict]:
+def latest_good(
+    root: str | Path, names: list[str] | None = None, warn: Callable[[str], None] | None = print
+) -> tuple[Path, dict]:
     """The newest checkpoint that verifies, reporting every newer corrupt one; CheckpointError if none."""
     candidates = list_checkpoints(root)
     if not candidates:
@@ -128,8 +130,11 @@ def latest_good(root: str | Path, names: list[str] | None = None,
             problems.append(str(e))
             if warn is not None:
                 warn(f"warning: skipping {e}")
-    raise CheckpointError(f"every checkpoint in {root} is unusable: " + "; ".join(problems)
-                          + "; delete them and train again without --resume")
+    raise CheckpointError(
+        f"every checkpoint in {root} is unusable: "
+        + "; ".join(problems)
+        + "; delete them and train again without --resume"
+    )
 
 
 def load_file(ckpt: Path, name: str, device: torch.device | str = "cpu") -> dict:
@@ -149,7 +154,9 @@ def load_policy(paths: SkillPaths | str | Path, device: torch.device | str = "cp
     try:
         ckpt, manifest = latest_good(paths.checkpoints, names=["policy"])
     except CheckpointError as e:
-        raise CheckpointError(f"{e} (no trained policy for {paths.root}; run `nil train {paths.root}` first)") from None
+        raise CheckpointError(
+            f"{e} (no trained policy for {paths.root}; run `nil train {paths.root}` first)"
+        ) from None
     state = load_file(ckpt, "policy", "cpu")
     state["step"] = manifest.get("step")
     return Policy(state, device)

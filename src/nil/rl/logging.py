@@ -44,8 +44,14 @@ class ScalarMeans:
 class TrainLogger:
     """TensorBoard writer + progress bar; `progress_bar=False` for quiet runs (tests, sweeps)."""
 
-    def __init__(self, tb_dir: Path, total_steps: int, start_step: int = 0, progress_bar: bool = True,
-                 purge_step: int | None = None) -> None:
+    def __init__(
+        self,
+        tb_dir: Path,
+        total_steps: int,
+        start_step: int = 0,
+        progress_bar: bool = True,
+        purge_step: int | None = None,
+    ) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step drops events written after the checkpoint we resume from (they will be re-done)
@@ -53,8 +59,14 @@ class TrainLogger:
         self.progress: Progress | None = None
         if progress_bar:
             self.progress = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), transient=False,
+                TextColumn("[bold]train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                transient=False,
             )
             self.task = self.progress.add_task("train", total=total_steps, completed=start_step, info="")
             self.progress.start()
@@ -94,7 +106,10 @@ class RateMeter:
         """Rates since the last call."""
         now = time.perf_counter()
         dt = max(now - self.t, 1e-9)
-        out = {"perf/env_steps_per_s": (steps - self.steps) / dt, "perf/updates_per_s": (updates - self.updates) / dt}
+        out = {
+            "perf/env_steps_per_s": (steps - self.steps) / dt,
+            "perf/updates_per_s": (updates - self.updates) / dt,
+        }
         self.t, self.steps, self.updates = now, steps, updates
         return out
 

@@ -132,7 +132,9 @@ class BroNet(nn.Module):
         return self.head(x) if self.head is not None else x
 
 
-def make_net(kind: NetKind, d_in: int, d_out: int | None, width: int, depth: int, members: int = 0) -> nn.Module:
+def make_net(
+    kind: NetKind, d_in: int, d_out: int | None, width: int, depth: int, members: int = 0
+) -> nn.Module:
     """An MLP or a BroNet; `members` > 0 makes an ensemble of that many independent networks."""
     cls = {"mlp": MLP, "bronet": BroNet}[kind]
     return cls(d_in, d_out, width, depth, members)
@@ -141,8 +143,16 @@ def make_net(kind: NetKind, d_in: int, d_out: int | None, width: int, depth: int
 class Critics(nn.Module):
     """M Q-networks in one ensemble: (obs [B,D], act [B,A]) -> [M, B, n_out] (n_out quantiles, or 1)."""
 
-    def __init__(self, kind: NetKind, obs_dim: int, action_dim: int, width: int, depth: int,
-                 n_out: int = 1, members: int = 2) -> None:
+    def __init__(
+        self,
+        kind: NetKind,
+        obs_dim: int,
+        action_dim: int,
+        width: int,
+        depth: int,
+        n_out: int = 1,
+        members: int = 2,
+    ) -> None:
         super().__init__()
         self.members, self.n_out = members, n_out
         self.net = make_net(kind, obs_dim + action_dim, n_out, width, depth, members)
@@ -165,8 +175,16 @@ def tanh_log_prob(u: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> tor
 class TanhGaussianActor(nn.Module):
     """SAC/BRO actor: obs -> (mean, std) of a Gaussian squashed by tanh into [-1, 1]^A."""
 
-    def __init__(self, kind: NetKind, obs_dim: int, action_dim: int, width: int, depth: int,
-                 log_std_min: float = -5.0, log_std_max: float = 2.0) -> None:
+    def __init__(
+        self,
+        kind: NetKind,
+        obs_dim: int,
+        action_dim: int,
+        width: int,
+        depth: int,
+        log_std_min: float = -5.0,
+        log_std_max: float = 2.0,
+    ) -> None:
         super().__init__()
         self.trunk = make_net(kind, obs_dim, None, width, depth)
         self.mean = nn.Linear(self.trunk.out_features, action_dim)
@@ -179,7 +197,9 @@ class TanhGaussianActor(nn.Module):
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.trunk(obs)
         # tanh-bounded log-std (smooth, unlike clamping): [log_std_min, log_std_max]
-        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (1 + torch.tanh(self.log_std(h)))
+        log_std = self.log_std_min + 0.5 * (self.log_std_max - self.log_std_min) * (
+            1 + torch.tanh(self.log_std(h))
+        )
         return self.mean(h), log_std.exp()
 
     def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,14 +222,23 @@ class OptimisticActor(nn.Module):
     optimistic policy starts as a narrower copy of the conservative one.
     """
 
-    def __init__(self, kind: NetKind, obs_dim: int, action_dim: int, width: int, depth: int,
-                 std_multiplier: float = 0.75) -> None:
+    def __init__(
+        self,
+        kind: NetKind,
+        obs_dim: int,
+        action_dim: int,
+        width: int,
+        depth: int,
+        std_multiplier: float = 0.75,
+    ) -> None:
         super().__init__()
         self.trunk = make_net(kind, obs_dim + action_dim, None, width, depth)
         self.shift = nn.Linear(self.trunk.out_features, action_dim, bias=False)
         orthogonal_init_(self.shift, 0.01)
         self.std_multiplier = std_multiplier
 
-    def forward(self, obs: torch.Tensor, mean_c: torch.Tensor, std_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, obs: torch.Tensor, mean_c: torch.Tensor, std_c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         shift = self.shift(self.trunk(torch.cat([obs, mean_c], dim=-1)))
         return mean_c + shift, std_c * self.std_multiplier

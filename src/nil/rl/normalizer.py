@@ -8,8 +8,14 @@ import torch
 class RunningNormalizer:
     """(x - mean) / sqrt(var + eps), clipped to [-clip, clip]; statistics merged with Chan's parallel formula."""
 
-    def __init__(self, dim: int, device: torch.device | str = "cpu", clip: float = 10.0, eps: float = 1e-8,
-                 enabled: bool = True) -> None:
+    def __init__(
+        self,
+        dim: int,
+        device: torch.device | str = "cpu",
+        clip: float = 10.0,
+        eps: float = 1e-8,
+        enabled: bool = True,
+    ) -> None:
         self.dim, self.clip, self.eps, self.enabled = dim, clip, eps, enabled
         # float64 statistics: float32 sums drift after millions of samples
         self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
@@ -47,8 +53,15 @@ class RunningNormalizer:
 
     def state_dict(self) -> dict:
         """Tensors and settings for a checkpoint."""
-        return {"mean": self.mean.clone(), "var": self.var.clone(), "count": self.count.clone(),
-                "clip": self.clip, "eps": self.eps, "enabled": self.enabled, "dim": self.dim}
+        return {
+            "mean": self.mean.clone(),
+            "var": self.var.clone(),
+            "count": self.count.clone(),
+            "clip": self.clip,
+            "eps": self.eps,
+            "enabled": self.enabled,
+            "dim": self.dim,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from state_dict()."""

@@ -29,7 +29,9 @@ class Batch:
 class ReplayBuffer:
     """Fixed-capacity FIFO of transitions; add() takes a batch of N env transitions at once."""
 
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int, device: torch.device | str = "cpu") -> None:
+    def __init__(
+        self, capacity: int, obs_dim: int, action_dim: int, device: torch.device | str = "cpu"
+    ) -> None:
         self.capacity, self.obs_dim, self.action_dim = int(capacity), int(obs_dim), int(action_dim)
         self.device = torch.device(device)
         f32 = dict(dtype=torch.float32, device=self.device)
@@ -46,13 +48,20 @@ class ReplayBuffer:
         return self.size
 
     @torch.no_grad()
-    def add(self, obs: torch.Tensor, action: torch.Tensor, reward: torch.Tensor, next_obs: torch.Tensor,
-            terminated: torch.Tensor) -> None:
+    def add(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        reward: torch.Tensor,
+        next_obs: torch.Tensor,
+        terminated: torch.Tensor,
+    ) -> None:
         """Append N transitions (each argument has a leading N dim)."""
         n = obs.shape[0]
         if n > self.capacity:  # keep only the newest `capacity`
-            obs, action, reward, next_obs, terminated = (x[-self.capacity:] for x in
-                                                         (obs, action, reward, next_obs, terminated))
+            obs, action, reward, next_obs, terminated = (
+                x[-self.capacity :] for x in (obs, action, reward, next_obs, terminated)
+            )
             n = self.capacity
         idx = (torch.arange(n, device=self.device) + self.ptr) % self.capacity
         self.obs[idx] = obs.to(self.device, torch.float32)
@@ -68,21 +77,33 @@ class ReplayBuffer:
         if self.size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         idx = torch.randint(0, self.size, (batch_size,), device=self.device, generator=generator)
-        return Batch(self.obs[idx], self.action[idx], self.reward[idx], self.next_obs[idx], self.terminated[idx])
+        return Batch(
+            self.obs[idx], self.action[idx], self.reward[idx], self.next_obs[idx], self.terminated[idx]
+        )
 
     def state_dict(self) -> dict:
         """The filled part only (CPU tensors), plus the write pointer."""
         n = self.size
         return {
-            "capacity": self.capacity, "obs_dim": self.obs_dim, "action_dim": self.action_dim,
-            "ptr": self.ptr, "size": n,
-            "obs": self.obs[:n].cpu(), "action": self.action[:n].cpu(), "reward": self.reward[:n].cpu(),
-            "next_obs": self.next_obs[:n].cpu(), "terminated": self.terminated[:n].cpu(),
+            "capacity": self.capacity,
+            "obs_dim": self.obs_dim,
+            "action_dim": self.action_dim,
+            "ptr": self.ptr,
+            "size": n,
+            "obs": self.obs[:n].cpu(),
+            "action": self.action[:n].cpu(),
+            "reward": self.reward[:n].cpu(),
+            "next_obs": self.next_obs[:n].cpu(),
+            "terminated": self.terminated[:n].cpu(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore from state_dict(); the capacity and sizes must match."""
-        for key, mine in (("obs_dim", self.obs_dim), ("action_dim", self.action_dim), ("capacity", self.capacity)):
+        for key, mine in (
+            ("obs_dim", self.obs_dim),
+            ("action_dim", self.action_dim),
+            ("capacity", self.capacity),
+        ):
             if int(state[key]) != mine:
                 raise CheckpointError(f"replay buffer {key} is {state[key]} in the checkpoint but {mine} now")
         n = int(state["size"])

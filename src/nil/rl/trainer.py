@@ -44,8 +44,16 @@ from nil.rl.logging import RateMeter, ScalarMeans, TrainLogger, write_progress
 from nil.rl.replay import ReplayBuffer
 
 # Changing any of these makes a checkpoint unusable (different networks or buffer).
-ARCH_FIELDS = ("algo", "actor_width", "actor_depth", "critic_width", "critic_depth", "n_quantiles",
-               "buffer_size", "obs_norm")
+ARCH_FIELDS = (
+    "algo",
+    "actor_width",
+    "actor_depth",
+    "critic_width",
+    "critic_depth",
+    "n_quantiles",
+    "buffer_size",
+    "obs_norm",
+)
 
 
 def resolve_device(name: str | None) -> torch.device:
@@ -58,10 +66,13 @@ def resolve_device(name: str | None) -> torch.device:
         raise TrainingError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise TrainingError(f"device {name!r} was asked for but CUDA is not available here; use --device cpu")
+            raise TrainingError(
+                f"device {name!r} was asked for but CUDA is not available here; use --device cpu"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise TrainingError(f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} "
-                                "CUDA device(s)")
+            raise TrainingError(
+                f"device {name!r} does not exist: this machine has {torch.cuda.device_count()} CUDA device(s)"
+            )
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise TrainingError(f"device {name!r} is not available here; use --device cpu")
     elif dev.type not in ("cpu", "cuda", "mps"):
@@ -159,9 +170,19 @@ def _side_by_side(ref: np.ndarray | None, agent: np.ndarray) -> np.ndarray:
 class Trainer:
     """One training run on a BatchedSim and a reward callable (NILReward or anything with its interface)."""
 
-    def __init__(self, paths: SkillPaths, cfg: SkillConfig, sim: Any, reward: Any, *, device: torch.device,
-                 total_steps: int, ref_frames: np.ndarray | None = None, video_fps: float = 30.0,
-                 progress: bool = True) -> None:
+    def __init__(
+        self,
+        paths: SkillPaths,
+        cfg: SkillConfig,
+        sim: Any,
+        reward: Any,
+        *,
+        device: torch.device,
+        total_steps: int,
+        ref_frames: np.ndarray | None = None,
+        video_fps: float = 30.0,
+        progress: bool = True,
+    ) -> None:
         self.paths, self.cfg, self.rl = paths, cfg, cfg.rl
         self.sim, self.reward, self.device = sim, reward, device
         self.total_steps = int(total_steps)
@@ -189,13 +210,16 @@ class Trainer:
             if int(manifest.get(key, -1)) != int(now):
                 raise TrainingError(
                     f"checkpoint {ckpt.name} was trained with {key}={manifest.get(key)} but the robot/sim now has "
-                    f"{key}={now}; the config changed (robot or sim) — train without --resume to start over")
+                    f"{key}={now}; the config changed (robot or sim) — train without --resume to start over"
+                )
         old_arch, new_arch = manifest.get("arch", {}), arch_of(self.cfg)
         changed = {k: (old_arch.get(k), v) for k, v in new_arch.items() if old_arch.get(k) != v}
         if changed:
             desc = ", ".join(f"rl.{k}: {a} -> {b}" for k, (a, b) in changed.items())
-            raise TrainingError(f"the config changed since checkpoint {ckpt.name} ({desc}); restore those values "
-                                "or train without --resume to start over")
+            raise TrainingError(
+                f"the config changed since checkpoint {ckpt.name} ({desc}); restore those values "
+                "or train without --resume to start over"
+            )
         state = load_file(ckpt, "agent", self.device)
         self.agent = make_agent(self.rl, self.sim.obs_dim, self.sim.action_dim, self.device)
         self.agent.load_state_dict(state["agent"])
@@ -213,9 +237,16 @@ class Trainer:
             "replay": self.buffer.state_dict(),
             "policy": self.agent.policy_state(),
         }
-        meta = {"obs_dim": self.sim.obs_dim, "action_dim": self.sim.action_dim, "algo": self.rl.algo,
-                "arch": arch_of(self.cfg), "config_hash": sha256_json(self.cfg.model_dump(mode="json")),
-                "num_updates": self.agent.num_updates, "episodes": c.episodes, "time": time.time()}
+        meta = {
+            "obs_dim": self.sim.obs_dim,
+            "action_dim": self.sim.action_dim,
+            "algo": self.rl.algo,
+            "arch": arch_of(self.cfg),
+            "config_hash": sha256_json(self.cfg.model_dump(mode="json")),
+            "num_updates": self.agent.num_updates,
+            "episodes": c.episodes,
+            "time": time.time(),
+        }
         return save_checkpoint(self.paths.checkpoints, c.step, files, meta, keep=self.rl.keep_checkpoints)
 
     # -- environment helpers -------------------------------------------------------------------------
@@ -259,8 +290,12 @@ class Trainer:
 
             video = self.paths.train / "videos" / f"step_{self.counters.step:09d}.mp4"
             write_video(video, Video(np.stack(frames).astype(np.uint8), self.video_fps))
-        return {"return": float(np.mean(returns)), "length": float(np.mean(lengths)), "episodes": len(returns),
-                "video": str(video) if video else None}
+        return {
+            "return": float(np.mean(returns)),
+            "length": float(np.mean(lengths)),
+            "episodes": len(returns),
+            "video": str(video) if video else None,
+        }
 
     # -- main loop -------------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict:
@@ -284,8 +319,13 @@ class Trainer:
         if hasattr(self.sim, "seed") and callable(self.sim.seed):
             self.sim.seed(self.cfg.seed + start_step)
 
-        log = TrainLogger(self.paths.train / "tb", self.total_steps, start_step, self.progress,
-                          purge_step=start_step if resume else None)
+        log = TrainLogger(
+            self.paths.train / "tb",
+            self.total_steps,
+            start_step,
+            self.progress,
+            purge_step=start_step if resume else None,
+        )
         terms, learn = ScalarMeans(), ScalarMeans()
         rate = RateMeter()
         rate.rates(start_step, self.agent.num_updates)
@@ -320,7 +360,9 @@ class Trainer:
                         terminated = terminated | bad
                     self.buffer.add(obs, action, r, next_obs, terminated)
                     self.agent.observe(next_obs[~bad])
-                    terms.add({k: v.float().mean() for k, v in out.terms.items()} | {"reward/total": r.mean()})
+                    terms.add(
+                        {k: v.float().mean() for k, v in out.terms.items()} | {"reward/total": r.mean()}
+                    )
 
                     # 3. episode bookkeeping, then reset finished envs
                     ep_ret += r
@@ -336,7 +378,9 @@ class Trainer:
                         c.episodes += len(ids)
                         reset_batch = self.sim.reset(ids.to(self.sim.device))
                         self.reward.reset(ids.to(self.sim.device))
-                        self.reward(reset_batch)  # frame 0 into the reward's history (untouched envs keep theirs)
+                        self.reward(
+                            reset_batch
+                        )  # frame 0 into the reward's history (untouched envs keep theirs)
                         next_obs[ids] = reset_batch.obs.to(self.device, torch.float32)[ids]
                         ep_ret[ids] = 0.0
                         ep_len[ids] = 0
@@ -362,7 +406,8 @@ class Trainer:
                             raise TrainingError(
                                 f"non-finite loss at step {c.step} (update {self.agent.num_updates}); stopped "
                                 f"without saving — the last good checkpoint in {self.paths.checkpoints} is kept. "
-                                "Lower rl.critic_lr/actor_lr, check the reward scale, or enable rl.obs_norm")
+                                "Lower rl.critic_lr/actor_lr, check the reward scale, or enable rl.obs_norm"
+                            )
 
                     # 6. logs, evaluation, checkpoints
                     if _crossed(prev, c.step, rl.log_interval) or c.step >= self.total_steps:
@@ -396,7 +441,9 @@ class Trainer:
         why = f"stopped by {stop.requested}" if interrupted else "done"
         print(f"training {why} at step {c.step}; checkpoint {path}; TensorBoard: {self.paths.train / 'tb'}")
         self._write_progress(done=not interrupted)
-        return self._summary(interrupted=interrupted, wall=wall, start_step=start_step) | {"checkpoint": str(path)}
+        return self._summary(interrupted=interrupted, wall=wall, start_step=start_step) | {
+            "checkpoint": str(path)
+        }
 
     def _eval_and_log(self, log: TrainLogger, record: bool) -> None:
         ev = self.evaluate(record)
@@ -404,37 +451,64 @@ class Trainer:
         c.evals.append({"step": c.step, "return": ev["return"], "length": ev["length"]})
         c.best_eval = ev["return"] if c.best_eval is None else max(c.best_eval, ev["return"])
         log.scalars({"eval/return": ev["return"], "eval/length": ev["length"]}, c.step)
-        log.print(f"step {c.step}: eval return {ev['return']:.3f} length {ev['length']:.0f}"
-                  + (f" video {ev['video']}" if ev["video"] else ""))
+        log.print(
+            f"step {c.step}: eval return {ev['return']:.3f} length {ev['length']:.0f}"
+            + (f" video {ev['video']}" if ev["video"] else "")
+        )
 
     def _summary(self, *, interrupted: bool, wall: float, start_step: int) -> dict:
         c = self.counters
-        return {"step": c.step, "total_steps": self.total_steps, "episodes": c.episodes,
-                "updates": self.agent.num_updates, "interrupted": interrupted,
-                "train_return": float(np.mean(c.recent_returns[-10:])) if c.recent_returns else None,
-                "eval_return": c.evals[-1]["return"] if c.evals else None, "best_eval_return": c.best_eval,
-                "wall_s": wall, "env_steps_per_s": (c.step - start_step) / wall if wall > 0 else None}
+        return {
+            "step": c.step,
+            "total_steps": self.total_steps,
+            "episodes": c.episodes,
+            "updates": self.agent.num_updates,
+            "interrupted": interrupted,
+            "train_return": float(np.mean(c.recent_returns[-10:])) if c.recent_returns else None,
+            "eval_return": c.evals[-1]["return"] if c.evals else None,
+            "best_eval_return": c.best_eval,
+            "wall_s": wall,
+            "env_steps_per_s": (c.step - start_step) / wall if wall > 0 else None,
+        }
 
     def _write_progress(self, done: bool) -> None:
         c = self.counters
-        write_progress(self.paths.train / "progress.json", {
-            "step": c.step, "total_steps": self.total_steps, "episodes": c.episodes, "done": done,
-            "algo": self.rl.algo, "updates": self.agent.num_updates,
-            "train_returns": c.recent_returns, "evals": c.evals, "best_eval_return": c.best_eval,
-            "time": time.time(),
-        })
+        write_progress(
+            self.paths.train / "progress.json",
+            {
+                "step": c.step,
+                "total_steps": self.total_steps,
+                "episodes": c.episodes,
+                "done": done,
+                "algo": self.rl.algo,
+                "updates": self.agent.num_updates,
+                "train_returns": c.recent_returns,
+                "evals": c.evals,
+                "best_eval_return": c.best_eval,
+                "time": time.time(),
+            },
+        )
 
 
 # -- entry points ---------------------------------------------------------------------------------------
 def _check_inputs(paths: SkillPaths, cfg: SkillConfig) -> None:
     if not paths.meta.exists() or not paths.retimed.exists():
-        raise MissingStageError(f"no reference video in {paths.reference}; run `nil generate {paths.root}` first")
+        raise MissingStageError(
+            f"no reference video in {paths.reference}; run `nil generate {paths.root}` first"
+        )
     if not paths.masks.exists():
         raise MissingStageError(f"no reference masks ({paths.masks}); run `nil segment {paths.root}` first")
 
 
-def train(paths: SkillPaths, cfg: SkillConfig, *, steps: int | None = None, resume: bool = False,
-          device: str | None = None, progress: bool = True) -> dict:
+def train(
+    paths: SkillPaths,
+    cfg: SkillConfig,
+    *,
+    steps: int | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Train the skill's policy against its reference; returns a summary (steps, returns, checkpoint)."""
     dev = resolve_device(device or cfg.rl.device)
     if steps is not None and steps < 1:
@@ -450,33 +524,55 @@ def train(paths: SkillPaths, cfg: SkillConfig, *, steps: int | None = None, resu
     ref = load_reference(paths)
     masks = load_masks(paths)
     if len(masks) != ref.num_frames:
-        raise MissingStageError(f"{paths.masks} has {len(masks)} masks but the reference has {ref.num_frames} "
-                                f"frames; run `nil segment {paths.root} --force`")
+        raise MissingStageError(
+            f"{paths.masks} has {len(masks)} masks but the reference has {ref.num_frames} "
+            f"frames; run `nil segment {paths.root} --force`"
+        )
     horizon = ref.num_frames - 1
     if horizon < 1:
-        raise TrainingError(f"the reference has {ref.num_frames} frame(s); it needs at least 2 for an episode")
+        raise TrainingError(
+            f"the reference has {ref.num_frames} frame(s); it needs at least 2 for an episode"
+        )
     encoder = emb = None
     if cfg.reward.use_video:
         encoder = load_encoder(cfg.encoder)
         emb = reference_embeddings(paths, cfg.encoder, encoder)
     sim = make_sim(spec, cfg.sim, horizon=horizon, seed=cfg.seed)
     try:
-        reward = NILReward(cfg.reward, ref_masks=torch.as_tensor(masks), num_envs=sim.num_envs,
-                           action_dim=sim.action_dim, device=sim.device, encoder=encoder, ref_embeddings=emb,
-                           dt=1.0 / float(spec.control_hz))
-        trainer = Trainer(paths, cfg, sim, reward, device=dev, total_steps=steps or cfg.rl.total_steps,
-                          ref_frames=ref.frames, video_fps=ref.fps, progress=progress)
+        reward = NILReward(
+            cfg.reward,
+            ref_masks=torch.as_tensor(masks),
+            num_envs=sim.num_envs,
+            action_dim=sim.action_dim,
+            device=sim.device,
+            encoder=encoder,
+            ref_embeddings=emb,
+            dt=1.0 / float(spec.control_hz),
+        )
+        trainer = Trainer(
+            paths,
+            cfg,
+            sim,
+            reward,
+            device=dev,
+            total_steps=steps or cfg.rl.total_steps,
+            ref_frames=ref.frames,
+            video_fps=ref.fps,
+            progress=progress,
+        )
         return trainer.run(resume=resume)
     finally:
         sim.close()
 
 
-def train_command(directory: str | Path, steps: int | None = None, resume: bool = False,
-                  device: str | None = None) -> dict:
+def train_command(
+    directory: str | Path, steps: int | None = None, resume: bool = False, device: str | None = None
+) -> dict:
     """`nil train DIR [--steps N] [--resume] [--device D]`."""
     paths = SkillPaths(Path(directory))
     cfg = load_config(paths.root)
     if resume and not list_checkpoints(paths.checkpoints):
-        raise CheckpointError(f"no checkpoint in {paths.checkpoints} to resume; run `nil train {paths.root}` "
-                              "without --resume")
+        raise CheckpointError(
+            f"no checkpoint in {paths.checkpoints} to resume; run `nil train {paths.root}` without --resume"
+        )
     return train(paths, cfg, steps=steps, resume=resume, device=device)

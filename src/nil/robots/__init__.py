@@ -13,4 +13,12 @@ from nil.robots.presets import (  # noqa: E402
 )
 from nil.robots.spec import CameraSpec, RobotSpec  # noqa: E402
 
-__all__ = ["PRESETS", "CameraSpec", "RobotSpec", "get_robot", "list_presets", "preset_path", "robot_from_config"]
+__all__ = [
+    "PRESETS",
+    "CameraSpec",
+    "RobotSpec",
+    "get_robot",
+    "list_presets",
+    "preset_path",
+    "robot_from_config",
+]

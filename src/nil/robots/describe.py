@@ -32,11 +32,20 @@ def robot_info(name: str) -> dict[str, Any]:
     robot_bodies = spec.robot_body_mask(model)
     info = spec.to_dict()
     info.update(
-        nq=int(model.nq), nv=int(model.nv), nu=int(model.nu), action_dim=spec.action_dim(model),
-        obs_dim=int(model.nq - 2 + model.nv + 1), substeps=spec.substeps(model), timestep=float(model.opt.timestep),
-        mass=float(model.body_mass[robot_bodies].sum()), robot_geoms=int(spec.robot_geom_mask(model).sum()),
+        nq=int(model.nq),
+        nv=int(model.nv),
+        nu=int(model.nu),
+        action_dim=spec.action_dim(model),
+        obs_dim=int(model.nq - 2 + model.nv + 1),
+        substeps=spec.substeps(model),
+        timestep=float(model.opt.timestep),
+        mass=float(model.body_mass[robot_bodies].sum()),
+        robot_geoms=int(spec.robot_geom_mask(model).sum()),
         torque_limits=[round(float(x), 3) for x in spec.torque_limits(model)],
-        actuators=[mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, i) or f"actuator{i}" for i in range(model.nu)],
+        actuators=[
+            mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, i) or f"actuator{i}"
+            for i in range(model.nu)
+        ],
         initial_root_height=float(spec.initial_qpos(model)[2]),
     )
     return info
@@ -55,8 +64,12 @@ def print_robot_list(json_out: bool = False) -> None:
     for col in ("name", "description", "available", "source"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["name"], r["description"], "yes" if r["available"] else "no",
-                      r["source"] if r["available"] else r["reason"])
+        table.add_row(
+            r["name"],
+            r["description"],
+            "yes" if r["available"] else "no",
+            r["source"] if r["available"] else r["reason"],
+        )
     Console().print(table)
 
 
@@ -72,10 +85,33 @@ def print_robot(name: str, json_out: bool = False) -> None:
     table = Table(title=f"robot {info['name']}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for key in ("description", "mjcf_path", "source", "keyframe", "root_body", "torso_body", "feet_bodies",
-                "control_mode", "action_scale", "kp", "kd", "control_hz", "substeps", "timestep", "fall_height",
-                "max_tilt_deg", "nq", "nv", "nu", "action_dim", "obs_dim", "mass", "robot_geoms",
-                "initial_root_height", "camera"):
+    for key in (
+        "description",
+        "mjcf_path",
+        "source",
+        "keyframe",
+        "root_body",
+        "torso_body",
+        "feet_bodies",
+        "control_mode",
+        "action_scale",
+        "kp",
+        "kd",
+        "control_hz",
+        "substeps",
+        "timestep",
+        "fall_height",
+        "max_tilt_deg",
+        "nq",
+        "nv",
+        "nu",
+        "action_dim",
+        "obs_dim",
+        "mass",
+        "robot_geoms",
+        "initial_root_height",
+        "camera",
+    ):
         val = info[key]
         if isinstance(val, float):
             val = f"{val:.4g}"

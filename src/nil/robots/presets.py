@@ -37,31 +37,102 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
         Preset(
-            "ant", "four-legged ant robot", "gymnasium", "ant.xml",
+            "ant",
+            "four-legged ant robot",
+            "gymnasium",
+            "ant.xml",
             # gymnasium's own standing pose (its <custom> init_qpos), put onto the floor
-            {"init_qpos": (0.0, 1.0, 0.0, -1.0, 0.0, -1.0, 0.0, 1.0), "kp": 100.0, "kd": 2.0,
-             "fall_height": 0.2, "max_tilt_deg": 80.0},
+            {
+                "init_qpos": (0.0, 1.0, 0.0, -1.0, 0.0, -1.0, 0.0, 1.0),
+                "kp": 100.0,
+                "kd": 2.0,
+                "fall_height": 0.2,
+                "max_tilt_deg": 80.0,
+            },
             {"azimuth": 90.0, "elevation": -30.0},
         ),
-        Preset("unitree_h1", "Unitree H1 humanoid robot", "menagerie", "scene.xml",
-               {"keyframe": "home", "root_body": "pelvis", "torso_body": "torso_link",
-                "feet_bodies": ["left_ankle_link", "right_ankle_link"], "kp": 150.0, "kd": 5.0,
-                "fall_height": 0.6, "max_tilt_deg": 60.0}, _HUMANOID_CAM),
-        Preset("unitree_g1", "Unitree G1 humanoid robot", "menagerie", "scene.xml",
-               {"keyframe": "stand", "root_body": "pelvis", "torso_body": "torso_link",
-                "feet_bodies": ["left_ankle_roll_link", "right_ankle_roll_link"], "kp": 100.0, "kd": 4.0,
-                "fall_height": 0.45, "max_tilt_deg": 60.0}, _HUMANOID_CAM),
-        Preset("pal_talos", "PAL Robotics TALOS humanoid robot", "menagerie", "scene_motor.xml",
-               {"feet_bodies": ["leg_left_6_link", "leg_right_6_link"], "kp": 300.0, "kd": 10.0,
-                "fall_height": 0.65, "max_tilt_deg": 60.0}, _HUMANOID_CAM),
-        Preset("unitree_a1", "Unitree A1 quadruped robot", "menagerie", "scene.xml",
-               {"keyframe": "home", "root_body": "trunk", "torso_body": "trunk",
-                "feet_bodies": ["FR_calf", "FL_calf", "RR_calf", "RL_calf"], "kp": 40.0, "kd": 1.0,
-                "fall_height": 0.12, "max_tilt_deg": 60.0}, _QUADRUPED_CAM),
-        Preset("unitree_go2", "Unitree Go2 quadruped robot", "menagerie", "scene.xml",
-               {"keyframe": "home", "root_body": "base", "torso_body": "base",
-                "feet_bodies": ["FL_calf", "FR_calf", "RL_calf", "RR_calf"], "kp": 40.0, "kd": 1.0,
-                "fall_height": 0.12, "max_tilt_deg": 60.0}, _QUADRUPED_CAM),
+        Preset(
+            "unitree_h1",
+            "Unitree H1 humanoid robot",
+            "menagerie",
+            "scene.xml",
+            {
+                "keyframe": "home",
+                "root_body": "pelvis",
+                "torso_body": "torso_link",
+                "feet_bodies": ["left_ankle_link", "right_ankle_link"],
+                "kp": 150.0,
+                "kd": 5.0,
+                "fall_height": 0.6,
+                "max_tilt_deg": 60.0,
+            },
+            _HUMANOID_CAM,
+        ),
+        Preset(
+            "unitree_g1",
+            "Unitree G1 humanoid robot",
+            "menagerie",
+            "scene.xml",
+            {
+                "keyframe": "stand",
+                "root_body": "pelvis",
+                "torso_body": "torso_link",
+                "feet_bodies": ["left_ankle_roll_link", "right_ankle_roll_link"],
+                "kp": 100.0,
+                "kd": 4.0,
+                "fall_height": 0.45,
+                "max_tilt_deg": 60.0,
+            },
+            _HUMANOID_CAM,
+        ),
+        Preset(
+            "pal_talos",
+            "PAL Robotics TALOS humanoid robot",
+            "menagerie",
+            "scene_motor.xml",
+            {
+                "feet_bodies": ["leg_left_6_link", "leg_right_6_link"],
+                "kp": 300.0,
+                "kd": 10.0,
+                "fall_height": 0.65,
+                "max_tilt_deg": 60.0,
+            },
+            _HUMANOID_CAM,
+        ),
+        Preset(
+            "unitree_a1",
+            "Unitree A1 quadruped robot",
+            "menagerie",
+            "scene.xml",
+            {
+                "keyframe": "home",
+                "root_body": "trunk",
+                "torso_body": "trunk",
+                "feet_bodies": ["FR_calf", "FL_calf", "RR_calf", "RL_calf"],
+                "kp": 40.0,
+                "kd": 1.0,
+                "fall_height": 0.12,
+                "max_tilt_deg": 60.0,
+            },
+            _QUADRUPED_CAM,
+        ),
+        Preset(
+            "unitree_go2",
+            "Unitree Go2 quadruped robot",
+            "menagerie",
+            "scene.xml",
+            {
+                "keyframe": "home",
+                "root_body": "base",
+                "torso_body": "base",
+                "feet_bodies": ["FL_calf", "FR_calf", "RL_calf", "RR_calf"],
+                "kp": 40.0,
+                "kd": 1.0,
+                "fall_height": 0.12,
+                "max_tilt_deg": 60.0,
+            },
+            _QUADRUPED_CAM,
+        ),
     ]
 }
 
@@ -87,8 +158,10 @@ def resolve_menagerie(robot: str, entry: str, *, download: bool = True) -> tuple
         path = Path(root) / robot / entry
         if path.is_file():
             return path, f"MENAGERIE_ROOT={root}"
-        raise RobotError(f"{path} does not exist: MENAGERIE_ROOT={root} has no {robot}/{entry}; "
-                         "point MENAGERIE_ROOT at a mujoco_menagerie checkout")
+        raise RobotError(
+            f"{path} does not exist: MENAGERIE_ROOT={root} has no {robot}/{entry}; "
+            "point MENAGERIE_ROOT at a mujoco_menagerie checkout"
+        )
     try:
         import mujoco_menagerie  # type: ignore[import-not-found]
     except ImportError:
@@ -104,10 +177,14 @@ def resolve_menagerie(robot: str, entry: str, *, download: bool = True) -> tuple
     except RobotError:
         raise
     except Exception as e:
-        raise RobotError(f"mujoco-menagerie could not provide {robot!r} ({e}); set MENAGERIE_ROOT to a local "
-                         "mujoco_menagerie checkout") from None
+        raise RobotError(
+            f"mujoco-menagerie could not provide {robot!r} ({e}); set MENAGERIE_ROOT to a local "
+            "mujoco_menagerie checkout"
+        ) from None
     if not path.is_file():
-        raise RobotError(f"mujoco-menagerie's {robot} has no {entry}; set MENAGERIE_ROOT to a menagerie checkout")
+        raise RobotError(
+            f"mujoco-menagerie's {robot} has no {entry}; set MENAGERIE_ROOT to a menagerie checkout"
+        )
     return path, "mujoco-menagerie cache"
 
 
@@ -163,9 +240,17 @@ def get_robot(
     description = values.pop("description", None) or description
     mode = values.get("control_mode", "torque")
     values.setdefault("action_scale", _ACTION_SCALE[mode])
-    cam = replace(CameraSpec(), **{k: v for k, v in cam_values.items() if k in CameraSpec.__dataclass_fields__})
-    spec = RobotSpec(name=name, description=description, mjcf_path=str(path), camera=cam, source=source,
-                     **{k: v for k, v in values.items() if k in RobotSpec.__dataclass_fields__})
+    cam = replace(
+        CameraSpec(), **{k: v for k, v in cam_values.items() if k in CameraSpec.__dataclass_fields__}
+    )
+    spec = RobotSpec(
+        name=name,
+        description=description,
+        mjcf_path=str(path),
+        camera=cam,
+        source=source,
+        **{k: v for k, v in values.items() if k in RobotSpec.__dataclass_fields__},
+    )
     return _complete(spec, explicit_distance="distance" in cam_values, explicit_fall="fall_height" in values)
 
 
@@ -194,7 +279,9 @@ def _complete(spec: RobotSpec, explicit_distance: bool, explicit_fall: bool) -> 
         dist, lookat_z = infer.camera_framing(model, data, root, spec.camera.fovy, spec.camera.azimuth)
         spec.camera.distance, spec.camera.lookat_z = dist, lookat_z
     else:
-        _, spec.camera.lookat_z = infer.camera_framing(model, data, root, spec.camera.fovy, spec.camera.azimuth)
+        _, spec.camera.lookat_z = infer.camera_framing(
+            model, data, root, spec.camera.fovy, spec.camera.azimuth
+        )
     return spec
 
 

@@ -61,16 +61,22 @@ class RobotSpec:
     torso_body: str = ""
     feet_bodies: list[str] = field(default_factory=list)
     control_mode: str = "torque"  # "torque" | "pd"
-    action_scale: float = 1.0  # torque: fraction of the torque limit; pd: radians of target offset per unit action
+    action_scale: float = (
+        1.0  # torque: fraction of the torque limit; pd: radians of target offset per unit action
+    )
     kp: float = 100.0
     kd: float = 2.0
     control_hz: float = 100.0
     fall_height: float = 0.3  # root z below this terminates
     max_tilt_deg: float = 60.0  # torso tilt above this terminates
     camera: CameraSpec = field(default_factory=CameraSpec)
-    init_qpos: tuple[float, ...] | None = None  # explicit initial joint angles (qpos[7:]) when there is no keyframe
+    init_qpos: tuple[float, ...] | None = (
+        None  # explicit initial joint angles (qpos[7:]) when there is no keyframe
+    )
     source: str = "path"  # where the model came from (preset registry, MENAGERIE_ROOT, path)
-    simplify_meshes: bool = True  # decimate dense visual-only meshes (renders ~identical, several x faster on CPU)
+    simplify_meshes: bool = (
+        True  # decimate dense visual-only meshes (renders ~identical, several x faster on CPU)
+    )
 
     # ------------------------------------------------------------------ model
     def load_model(self) -> mujoco.MjModel:
@@ -97,7 +103,9 @@ class RobotSpec:
         if self.keyframe is not None:
             kid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, self.keyframe)
             if kid < 0:
-                names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_KEY, i) or str(i) for i in range(model.nkey)]
+                names = [
+                    mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_KEY, i) or str(i) for i in range(model.nkey)
+                ]
                 if self.keyframe.isdigit() and int(self.keyframe) < model.nkey:
                     kid = int(self.keyframe)
                 else:
@@ -169,7 +177,9 @@ class RobotSpec:
     # ---------------------------------------------------------------- control
     def _apply_control(self, model: mujoco.MjModel) -> None:
         if model.nu == 0:
-            raise RobotError(f"robot {self.name!r} has no actuators; NIL needs motors on the joints to control")
+            raise RobotError(
+                f"robot {self.name!r} has no actuators; NIL needs motors on the joints to control"
+            )
         if self.control_mode not in ("torque", "pd"):
             raise RobotError(f"control_mode must be 'torque' or 'pd', got {self.control_mode!r}")
         limits = _torque_limits(model)
@@ -226,7 +236,9 @@ def _mtime(path: str) -> float:
 def _body_id(model: mujoco.MjModel, name: str, what: str) -> int:
     bid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name) if name else -1
     if bid < 0:
-        raise RobotError(f"body {name!r} ({what}) is not in the model; set robot.{what} to an existing body name")
+        raise RobotError(
+            f"body {name!r} ({what}) is not in the model; set robot.{what} to an existing body name"
+        )
     return bid
 
 
@@ -269,7 +281,9 @@ def _base_model(path: str, mtime: float, simplify: bool = True) -> mujoco.MjMode
     and (simplify) dense visual-only meshes are decimated."""
     p = Path(path)
     if not p.is_file():
-        raise RobotError(f"cannot read MJCF file {path}: no such file; pass a preset name or an existing .xml path")
+        raise RobotError(
+            f"cannot read MJCF file {path}: no such file; pass a preset name or an existing .xml path"
+        )
     try:
         spec = mujoco.MjSpec.from_file(str(p))
     except Exception as e:  # mujoco raises ValueError with the parser message
@@ -299,7 +313,9 @@ def _base_model(path: str, mtime: float, simplify: bool = True) -> mujoco.MjMode
         try:
             model = spec.compile()
         except Exception as e:
-            raise RobotError(f"cannot compile MJCF {path} with a floor added: {str(e).strip()[:300]}") from None
+            raise RobotError(
+                f"cannot compile MJCF {path} with a floor added: {str(e).strip()[:300]}"
+            ) from None
     if simplify:
         model = _simplified(spec, model)
     return model
@@ -341,10 +357,13 @@ def _simplified(spec: mujoco.MjSpec, model: mujoco.MjModel) -> mujoco.MjModel:
 
     def textured(mid: int) -> bool:
         mats = model.geom_matid[(model.geom_dataid == mid) & is_mesh]
-        return bool(model.mesh_texcoordnum[mid] > 0 and any((model.mat_texid[k] >= 0).any() for k in mats if k >= 0))
+        return bool(
+            model.mesh_texcoordnum[mid] > 0 and any((model.mat_texid[k] >= 0).any() for k in mats if k >= 0)
+        )
 
     candidates = sorted(
-        int(i) for i in set(model.geom_dataid[is_mesh & visual].tolist())
+        int(i)
+        for i in set(model.geom_dataid[is_mesh & visual].tolist())
         if i >= 0 and model.mesh_facenum[i] > _MESH_FACE_BUDGET and not textured(int(i))
     )
     if not candidates:

@@ -40,11 +40,28 @@ class SkillResult:
 
 # Left out of the table (they stay in each skill's eval/metrics.json and sweep_status.json): provenance,
 # per-stage bookkeeping, text, and the baselines' own rows (gain_over_random is the comparison to read).
-HIDDEN_METRICS = frozenset({
-    "stages", "stage_seconds", "cache_key", "created", "git_revision", "report", "notes", "per_frame_iou",
-    "prompt", "skill", "robot", "generator", "synthetic", "wall_s", "control_hz", "baselines",
-    "policy.checkpoint", "policy.algo",
-})
+HIDDEN_METRICS = frozenset(
+    {
+        "stages",
+        "stage_seconds",
+        "cache_key",
+        "created",
+        "git_revision",
+        "report",
+        "notes",
+        "per_frame_iou",
+        "prompt",
+        "skill",
+        "robot",
+        "generator",
+        "synthetic",
+        "wall_s",
+        "control_hz",
+        "baselines",
+        "policy.checkpoint",
+        "policy.algo",
+    }
+)
 
 
 def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -185,7 +202,9 @@ def write_index(results: list[SkillResult], out: Path, axis_keys: list[str], tit
         f"<h1>NIL sweep: {e(title)}</h1>",
         f"<p>{len(results)} skills ({e(summary)}) · updated {datetime.now().strftime('%Y-%m-%d %H:%M:%S')} · "
         '<a href="sweep.csv">sweep.csv</a> · click a column header to sort</p>',
-        '<table id="results"><thead><tr>' + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr></thead><tbody>",
+        '<table id="results"><thead><tr>'
+        + "".join(f"<th>{e(c)}</th>" for c in cols)
+        + "</tr></thead><tbody>",
     ]
     for r in results:
         row = _row(r, head, metric_keys, out)

@@ -101,7 +101,9 @@ class Variant(_Strict):
     @classmethod
     def _name_ok(cls, v: str) -> str:
         if not _NAME_RE.match(v):
-            raise ValueError(f"variant name {v!r} must be letters, digits, '_', '.', '+', '-' (not starting with '_')")
+            raise ValueError(
+                f"variant name {v!r} must be letters, digits, '_', '.', '+', '-' (not starting with '_')"
+            )
         return v
 
 
@@ -118,8 +120,12 @@ class SweepSpec(_Strict):
 
     name: str | None = None
     preset: Literal["cpu", "gpu"] | None = None  # `nil init --preset` defaults under the base
-    base: str | dict[str, Any] = Field(default_factory=dict)  # path to a skill.yaml (or its folder), or a mapping
-    overrides: dict[str, Any] = Field(default_factory=dict, alias="set")  # applied to every skill, on the base
+    base: str | dict[str, Any] = Field(
+        default_factory=dict
+    )  # path to a skill.yaml (or its folder), or a mapping
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, alias="set"
+    )  # applied to every skill, on the base
     axes: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)  # key -> values
     variants: list[Variant] = Field(default_factory=list)  # product with the axes
     steps: int | None = Field(default=None, ge=1)  # env steps per skill (overrides rl.total_steps)
@@ -194,7 +200,9 @@ def _apply(data: dict[str, Any], overrides: dict[str, Any], where: str) -> None:
             if nxt is None:
                 nxt = node[p] = {}
             elif not isinstance(nxt, dict):
-                raise ConfigError(f"{where}: {key}: {'.'.join(parts[: i + 1])} is a value, not a config section")
+                raise ConfigError(
+                    f"{where}: {key}: {'.'.join(parts[: i + 1])} is a value, not a config section"
+                )
             node = nxt
         last = parts[-1]
         if isinstance(value, dict):
@@ -271,7 +279,9 @@ def _load_base(spec: SweepSpec, sweep_dir: Path, source: str) -> dict[str, Any]:
         if p.is_dir():
             p = p / "skill.yaml"
         if not p.is_file():
-            raise ConfigError(f"{source}: base: no skill config at {p}; give a skill.yaml path or an inline mapping")
+            raise ConfigError(
+                f"{source}: base: no skill config at {p}; give a skill.yaml path or an inline mapping"
+            )
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
@@ -286,7 +296,9 @@ def _load_base(spec: SweepSpec, sweep_dir: Path, source: str) -> dict[str, Any]:
     return data
 
 
-def expand_sweep(spec: SweepSpec, out: Path, *, sweep_dir: Path = Path("."), source: str = "sweep") -> list[SweepSkill]:
+def expand_sweep(
+    spec: SweepSpec, out: Path, *, sweep_dir: Path = Path("."), source: str = "sweep"
+) -> list[SweepSkill]:
     """Every skill of the sweep (variants x axes product), each config validated; raises ConfigError up front."""
     base = _load_base(spec, sweep_dir, source)
     axis_keys = list(spec.axes)
@@ -294,8 +306,10 @@ def expand_sweep(spec: SweepSpec, out: Path, *, sweep_dir: Path = Path("."), sou
     for v in spec.variants:
         clash = sorted(_flat_keys(v.overrides) & set(axis_keys))
         if clash:
-            raise ConfigError(f"{source}: variant {v.name} sets {', '.join(clash)}, which is also an axis; "
-                              "vary it in one place only")
+            raise ConfigError(
+                f"{source}: variant {v.name} sets {', '.join(clash)}, which is also an axis; "
+                "vary it in one place only"
+            )
     variants: list[Variant | None] = list(spec.variants) or [None]
     combos = list(itertools.product(*(spec.axes[k] for k in axis_keys)))
     skills: list[SweepSkill] = []
@@ -305,7 +319,9 @@ def expand_sweep(spec: SweepSpec, out: Path, *, sweep_dir: Path = Path("."), sou
             parts = [variant.name] if variant is not None else []
             parts += [f"{shorts[k]}-{_slug(val)}" for k, val in axes.items()]
             name = "__".join(parts) or _slug(spec.name or "base")
-            where = f"{source} (variant {variant.name}, skill {name})" if variant else f"{source} (skill {name})"
+            where = (
+                f"{source} (variant {variant.name}, skill {name})" if variant else f"{source} (skill {name})"
+            )
             data = copy.deepcopy(base)
             if variant is not None:
                 _apply(data, variant.overrides, where)
@@ -313,7 +329,9 @@ def expand_sweep(spec: SweepSpec, out: Path, *, sweep_dir: Path = Path("."), sou
             cfg = parse_config(data, where)
             key = stage1_key(cfg)
             ref_dir = out / REFERENCES_DIR / f"{_slug(Path(cfg.robot.name).stem, 24)}-{key}"
-            skills.append(SweepSkill(name, variant.name if variant else None, axes, cfg, out / name, key, ref_dir))
+            skills.append(
+                SweepSkill(name, variant.name if variant else None, axes, cfg, out / name, key, ref_dir)
+            )
     seen: dict[str, int] = {}
     for s in skills:  # values that slug alike (e.g. "a b" and "a_b") still get distinct, stable folders
         seen[s.name] = seen.get(s.name, 0) + 1
@@ -335,7 +353,9 @@ def _resolve(fn: Callable[..., Any] | str | None, default: str) -> Callable[...,
     try:
         return getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
-        raise NilError(f"sweep task {spec!r} cannot be imported ({e}); is nil installed on every Ray node?") from e
+        raise NilError(
+            f"sweep task {spec!r} cannot be imported ({e}); is nil installed on every Ray node?"
+        ) from e
 
 
 @contextlib.contextmanager
@@ -388,8 +408,11 @@ def stage1_files(ref_dir: Path) -> list[Path]:
     paths = SkillPaths(ref_dir)
     files = [p.relative_to(ref_dir) for p in (paths.frame0, paths.frame0_mask) if p.is_file()]
     if paths.reference.is_dir():
-        files += sorted(p.relative_to(ref_dir) for p in paths.reference.rglob("*")
-                        if p.is_file() and not p.name.startswith("."))
+        files += sorted(
+            p.relative_to(ref_dir)
+            for p in paths.reference.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
     return files
 
 
@@ -404,8 +427,9 @@ def link_stage1(ref_dir: Path, skill_dir: Path) -> int:
     return len(files)
 
 
-def _run_task(kind: str, fn: Callable[..., Any] | str | None, directory: str, steps: int | None,
-              link_from: str | None) -> dict[str, Any]:
+def _run_task(
+    kind: str, fn: Callable[..., Any] | str | None, directory: str, steps: int | None, link_from: str | None
+) -> dict[str, Any]:
     """What a Ray worker runs: a reference generation or one skill's pipeline, output going to its sweep.log."""
     from nil.gl import ensure_offscreen_gl
 
@@ -413,7 +437,10 @@ def _run_task(kind: str, fn: Callable[..., Any] | str | None, directory: str, st
     d = Path(directory)
     t0 = time.time()
     with _output_to(d / LOG_FILE):
-        print(f"=== {kind} task on {os.uname().nodename} pid {os.getpid()} at {time.strftime('%F %T')}", flush=True)
+        print(
+            f"=== {kind} task on {os.uname().nodename} pid {os.getpid()} at {time.strftime('%F %T')}",
+            flush=True,
+        )
         try:
             if kind == "reference":
                 result = _resolve(fn, DEFAULT_REFERENCE)(SkillPaths(d), load_config(d))
@@ -463,7 +490,9 @@ def _start_ray(address: str | None, num_cpus: int | None, num_gpus: int | None) 
     kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     if address:
         # the workers of a cluster do not inherit this shell: pass what picks GL and finds the robots
-        env = {k: os.environ[k] for k in ("MUJOCO_GL", "MENAGERIE_ROOT", "PYOPENGL_PLATFORM") if k in os.environ}
+        env = {
+            k: os.environ[k] for k in ("MUJOCO_GL", "MENAGERIE_ROOT", "PYOPENGL_PLATFORM") if k in os.environ
+        }
         ray.init(address=address, runtime_env={"env_vars": env} if env else None, **kwargs)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, **kwargs)
@@ -477,8 +506,10 @@ def _check_fits(res: Resources, what: str) -> None:
     for key, want in (("CPU", res.num_cpus), ("GPU", res.num_gpus)):
         have = float(total.get(key, 0))
         if want > have:
-            raise ConfigError(f"{what} asks each task for {want:g} {key}s but the Ray cluster has {have:g}; "
-                              "lower it in the sweep file, or give Ray more (--num-cpus, --address)")
+            raise ConfigError(
+                f"{what} asks each task for {want:g} {key}s but the Ray cluster has {have:g}; "
+                "lower it in the sweep file, or give Ray more (--num-cpus, --address)"
+            )
 
 
 @dataclass
@@ -523,8 +554,9 @@ def run_sweep(
     else:
         spec, sweep_dir, source = load_sweep(sweep), Path(sweep).resolve().parent, str(sweep)
     if out is None:
-        out = spec.out or Path("sweeps") / (spec.name or (Path(sweep).stem if not isinstance(sweep, SweepSpec)
-                                                          else "sweep"))
+        out = spec.out or Path("sweeps") / (
+            spec.name or (Path(sweep).stem if not isinstance(sweep, SweepSpec) else "sweep")
+        )
     out = Path(out).resolve()
     title = spec.name or out.name
     # resolved here, in the driver, so that a patched DEFAULT_TASK reaches the workers
@@ -553,7 +585,9 @@ def run_sweep(
     ordered = [results[s.name] for s in skills]
     write_results(ordered, out, axis_keys, title)
     n_cached = len(skills) - len(pending)
-    print(f"[sweep] {title}: {len(skills)} skills ({n_cached} finished earlier, {len(pending)} to run) -> {out}")
+    print(
+        f"[sweep] {title}: {len(skills)} skills ({n_cached} finished earlier, {len(pending)} to run) -> {out}"
+    )
     run = SweepRun(out=out, results=ordered)
     if not pending:
         return run
@@ -583,12 +617,14 @@ def run_sweep(
         def submit(job: _Job) -> None:
             if job.kind == "reference":
                 ref = remote.options(**ref_opts, name=f"nil-reference-{job.key}").remote(
-                    "reference", reference_task, str(ref_dirs[job.key]), None, None)
+                    "reference", reference_task, str(ref_dirs[job.key]), None, None
+                )
             else:
                 s = by_name[job.key]
                 link = str(s.reference_dir) if spec.share_references else None
                 ref = remote.options(**skill_opts, name=f"nil-skill-{s.name}").remote(
-                    "skill", task, str(s.directory), spec.steps, link)
+                    "skill", task, str(s.directory), spec.steps, link
+                )
                 results[s.name].attempts = job.attempt
             inflight[ref] = job
 
@@ -610,12 +646,17 @@ def run_sweep(
                 except Exception as e:  # the task raised, or its worker died
                     value, error = None, e
                 if error is not None and job.attempt <= spec.max_retries:
-                    print(f"[sweep] {job.kind} {job.key} attempt {job.attempt} failed ({_error_text(error)}); retrying")
+                    print(
+                        f"[sweep] {job.kind} {job.key} attempt {job.attempt} failed ({_error_text(error)}); retrying"
+                    )
                     submit(_Job(job.kind, job.key, job.attempt + 1))
                     continue
                 if job.kind == "reference":
-                    run.references[job.key] = {"dir": str(ref_dirs[job.key]), "attempts": job.attempt,
-                                               "error": _error_text(error) if error else ""}
+                    run.references[job.key] = {
+                        "dir": str(ref_dirs[job.key]),
+                        "attempts": job.attempt,
+                        "error": _error_text(error) if error else "",
+                    }
                     if error is None:
                         for s in groups[job.key]:
                             submit(_Job("skill", s.name))
@@ -646,10 +687,19 @@ def run_sweep(
 
 
 def _write_status(s: SweepSkill, r: SkillResult, steps: int | None) -> None:
-    atomic_write_json(s.directory / STATUS_FILE, {
-        "status": r.status, "hash": _done_hash(s, steps), "steps": steps, "attempts": r.attempts,
-        "error": r.error, "wall_s": r.wall_s, "metrics": r.metrics, "finished": time.strftime("%F %T"),
-    })
+    atomic_write_json(
+        s.directory / STATUS_FILE,
+        {
+            "status": r.status,
+            "hash": _done_hash(s, steps),
+            "steps": steps,
+            "attempts": r.attempts,
+            "error": r.error,
+            "wall_s": r.wall_s,
+            "metrics": r.metrics,
+            "finished": time.strftime("%F %T"),
+        },
+    )
 
 
 @contextlib.contextmanager
@@ -661,8 +711,13 @@ def _progress(enabled: bool, total: int, title: str) -> Iterator[Callable[[Skill
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     counts = {"done": 0, "failed": 0}
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn()) as prog:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+    ) as prog:
         tid = prog.add_task(f"sweep {title}", total=total, info="")
 
         def advance(r: SkillResult) -> None:
@@ -673,8 +728,9 @@ def _progress(enabled: bool, total: int, title: str) -> Iterator[Callable[[Skill
         yield advance
 
 
-def sweep_command(sweep_file: Path, address: str | None = None, out: Path | None = None,
-                  num_cpus: int | None = None) -> SweepRun:
+def sweep_command(
+    sweep_file: Path, address: str | None = None, out: Path | None = None, num_cpus: int | None = None
+) -> SweepRun:
     """`nil sweep`: run a sweep file on Ray, print where the results went; exits non-zero if a skill failed."""
     run = run_sweep(sweep_file, out, address=address, num_cpus=num_cpus)
     from rich.console import Console
@@ -685,6 +741,8 @@ def sweep_command(sweep_file: Path, address: str | None = None, out: Path | None
     con.print(f"results: {run.out / 'sweep.csv'}\nindex:   {run.out / 'index.html'}")
     if run.failed:
         names = ", ".join(r.name for r in run.failed[:5]) + (" ..." if len(run.failed) > 5 else "")
-        raise NilError(f"{len(run.failed)} of {len(run.results)} skills failed ({names}); their errors are in "
-                       f"{run.out / 'sweep.csv'} and <skill>/{LOG_FILE}; run the same command again to retry them")
+        raise NilError(
+            f"{len(run.failed)} of {len(run.results)} skills failed ({names}); their errors are in "
+            f"{run.out / 'sweep.csv'} and <skill>/{LOG_FILE}; run the same command again to retry them"
+        )
     return run

@@ -14,7 +14,12 @@ if TYPE_CHECKING:
 
 
 def make_sim(
-    spec: RobotSpec, sim_cfg: SimConfig, *, num_envs: int | None = None, horizon: int | None = None, seed: int = 0
+    spec: RobotSpec,
+    sim_cfg: SimConfig,
+    *,
+    num_envs: int | None = None,
+    horizon: int | None = None,
+    seed: int = 0,
 ) -> BatchedSim:
     """A batched simulator of `spec` for the configured backend ("mujoco": CPU workers; "warp": MuJoCo Warp)."""
     from nil.errors import NilError
@@ -27,8 +32,10 @@ def make_sim(
         try:
             from nil.sim.warp_backend import WarpSim
         except ImportError as e:
-            raise NilError(f"sim.backend 'warp' is not available here ({e}); install the gpu extra "
-                           "(pip install 'nil-imitation[gpu]') or set sim.backend: mujoco") from None
+            raise NilError(
+                f"sim.backend 'warp' is not available here ({e}); install the gpu extra "
+                "(pip install 'nil-imitation[gpu]') or set sim.backend: mujoco"
+            ) from None
         return WarpSim(spec, sim_cfg, num_envs=num_envs, horizon=horizon, seed=seed)
     raise NilError(f"unknown sim.backend {sim_cfg.backend!r}; use 'mujoco' or 'warp'")
 

@@ -36,7 +36,9 @@ class SimBatch:
     qpos: torch.Tensor  # [N, nq] float32
     qvel: torch.Tensor  # [N, nv] float32
     joint_vel: torch.Tensor  # [N, nv - 6] float32 (qvel without the free root)
-    torque: torch.Tensor  # [N, nu] float32 joint torques of the actuators (actuator_force x gear) in the last step
+    torque: (
+        torch.Tensor
+    )  # [N, nu] float32 joint torques of the actuators (actuator_force x gear) in the last step
     action: torch.Tensor  # [N, action_dim] float32 the (clipped) action of the last step (0 after reset)
     prev_action: torch.Tensor  # [N, action_dim] float32 the action before that (0 after reset)
     foot_contact: torch.Tensor  # [N, n_feet] bool

@@ -51,7 +51,9 @@ STEP_TIMEOUT = 300.0
 
 
 def _shm_dir() -> str:
-    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    return (
+        "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    )
 
 
 def _shutdown(procs: list, shm_path: str | None) -> None:
@@ -90,7 +92,12 @@ class MujocoSim:
     """BatchedSim on CPU MuJoCo (see the module docstring)."""
 
     def __init__(
-        self, spec: RobotSpec, sim_cfg: SimConfig, *, num_envs: int | None = None, horizon: int | None = None,
+        self,
+        spec: RobotSpec,
+        sim_cfg: SimConfig,
+        *,
+        num_envs: int | None = None,
+        horizon: int | None = None,
         seed: int = 0,
     ) -> None:
         self.spec = spec
@@ -116,8 +123,9 @@ class MujocoSim:
         if self.num_workers == 0:
             self._block: Any = bytearray(size)
             self._np = map_buffers(self._block, self.dims)
-            self._group = EnvGroup(spec, self._np, 0, self.num_envs, seed=seed, reset_noise=sim_cfg.reset_noise,
-                                   model=model)
+            self._group = EnvGroup(
+                spec, self._np, 0, self.num_envs, seed=seed, reset_noise=sim_cfg.reset_noise, model=model
+            )
         else:
             self._start_workers(sim_cfg, size)
         self._t = torch.from_numpy(self._np["t"])
@@ -149,12 +157,24 @@ class MujocoSim:
         try:
             for start, stop in self._slices:
                 p = subprocess.Popen(
-                    [sys.executable, "-m", "nil.sim._worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    bufsize=0, close_fds=True, env=env,
+                    [sys.executable, "-m", "nil.sim._worker"],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    bufsize=0,
+                    close_fds=True,
+                    env=env,
                 )
                 self._procs.append(p)
-                args = {"spec": self.spec, "dims": self.dims, "shm_path": path, "start": start, "stop": stop,
-                        "seed": self.seed, "reset_noise": sim_cfg.reset_noise, "lp_threads": lp}
+                args = {
+                    "spec": self.spec,
+                    "dims": self.dims,
+                    "shm_path": path,
+                    "start": start,
+                    "stop": stop,
+                    "seed": self.seed,
+                    "reset_noise": sim_cfg.reset_noise,
+                    "lp_threads": lp,
+                }
                 blob = pickle.dumps(args)
                 write_all(p.stdin.fileno(), struct.pack("<I", len(blob)) + blob)
             self._wait(list(range(len(self._procs))), START_TIMEOUT, "start")
@@ -180,23 +200,33 @@ class MujocoSim:
             left = deadline - time.monotonic()
             ready, _, _ = select.select(list(pending), [], [], max(0.0, left))
             if not ready:
-                self._fail(f"simulator workers {sorted(pending.values())} did not answer '{what}' within "
-                           f"{timeout:.0f} s; the machine may be overloaded: lower sim.num_envs/num_workers")
+                self._fail(
+                    f"simulator workers {sorted(pending.values())} did not answer '{what}' within "
+                    f"{timeout:.0f} s; the machine may be overloaded: lower sim.num_envs/num_workers"
+                )
             for fd in ready:
                 k = pending.pop(fd)
                 try:
                     reply = read_exact(fd, 1)
                     if reply == REPLY_ERR:
                         (n,) = struct.unpack("<I", read_exact(fd, 4))
-                        errors.append(f"worker {k}: " + read_exact(fd, n).decode(errors="replace").splitlines()[0])
+                        errors.append(
+                            f"worker {k}: " + read_exact(fd, n).decode(errors="replace").splitlines()[0]
+                        )
                     elif reply != REPLY_OK:
                         errors.append(f"worker {k}: protocol error ({reply!r})")
                 except EOFError:
-                    code = self._procs[k].wait(timeout=5) if self._procs[k].poll() is None else self._procs[k].poll()
+                    code = (
+                        self._procs[k].wait(timeout=5)
+                        if self._procs[k].poll() is None
+                        else self._procs[k].poll()
+                    )
                     errors.append(f"worker {k} died (exit code {code})")
         if errors:
-            self._fail(f"simulator {what} failed: {'; '.join(errors)} (run with sim.num_workers=0 to debug "
-                       "in-process)")
+            self._fail(
+                f"simulator {what} failed: {'; '.join(errors)} (run with sim.num_workers=0 to debug "
+                "in-process)"
+            )
 
     def _command(self, cmd: bytes, which: list[int] | None = None) -> None:
         if self._closed:
@@ -212,8 +242,10 @@ class MujocoSim:
             try:
                 write_all(self._procs[k].stdin.fileno(), cmd)
             except OSError:
-                self._fail(f"simulator worker {k} is gone (exit code {self._procs[k].poll()}); "
-                           "create a new simulator")
+                self._fail(
+                    f"simulator worker {k} is gone (exit code {self._procs[k].poll()}); "
+                    "create a new simulator"
+                )
         try:
             self._wait(ks, STEP_TIMEOUT, {CMD_STEP: "step", CMD_RESET: "reset"}.get(cmd, "command"))
         except BaseException:
@@ -225,11 +257,24 @@ class MujocoSim:
     def _make_batch(self) -> SimBatch:
         t = {k: torch.from_numpy(v) for k, v in self._np.items()}
         return SimBatch(
-            obs=t["obs"], rgb=t["rgb"], mask=t["mask"], terminated=t["terminated"], truncated=t["truncated"],
-            t=t["t"], qpos=t["qpos"], qvel=t["qvel"], joint_vel=t["qvel"][:, 6:], torque=t["torque"],
-            action=t["action"], prev_action=t["prev_action"], foot_contact=t["foot_contact"],
-            foot_vel_xy=t["foot_vel_xy"], torso_up_z=t["torso_up_z"], root_pos=t["root_pos"],
-            root_lin_vel=t["root_lin_vel"], nonfinite=t["nonfinite"],
+            obs=t["obs"],
+            rgb=t["rgb"],
+            mask=t["mask"],
+            terminated=t["terminated"],
+            truncated=t["truncated"],
+            t=t["t"],
+            qpos=t["qpos"],
+            qvel=t["qvel"],
+            joint_vel=t["qvel"][:, 6:],
+            torque=t["torque"],
+            action=t["action"],
+            prev_action=t["prev_action"],
+            foot_contact=t["foot_contact"],
+            foot_vel_xy=t["foot_vel_xy"],
+            torso_up_z=t["torso_up_z"],
+            root_pos=t["root_pos"],
+            root_lin_vel=t["root_lin_vel"],
+            nonfinite=t["nonfinite"],
         )
 
     def _finish(self) -> SimBatch:
@@ -260,7 +305,9 @@ class MujocoSim:
             flags[:] = False
             if ids.dtype == torch.bool:
                 if ids.shape != (self.num_envs,):
-                    raise SimulationError(f"reset mask must have shape ({self.num_envs},), got {tuple(ids.shape)}")
+                    raise SimulationError(
+                        f"reset mask must have shape ({self.num_envs},), got {tuple(ids.shape)}"
+                    )
                 flags[:] = ids.numpy()
             else:
                 idx = ids.long().reshape(-1).numpy()
@@ -280,11 +327,14 @@ class MujocoSim:
         """Apply action [N, action_dim] in [-1, 1] (clipped) for one control step and render."""
         a = torch.as_tensor(action).detach()
         if tuple(a.shape) != (self.num_envs, self.action_dim):
-            raise SimulationError(f"action must have shape ({self.num_envs}, {self.action_dim}), "
-                                  f"got {tuple(a.shape)}")
+            raise SimulationError(
+                f"action must have shape ({self.num_envs}, {self.action_dim}), got {tuple(a.shape)}"
+            )
         a = a.to("cpu", torch.float32)
         if not torch.isfinite(a).all():
-            raise SimulationError("the action contains NaN or inf; check the policy's outputs (and its inputs)")
+            raise SimulationError(
+                "the action contains NaN or inf; check the policy's outputs (and its inputs)"
+            )
         self._np["action_in"][:] = a.numpy()
         self._command(CMD_STEP)
         self._np["t"] += 1

@@ -103,16 +103,31 @@ def map_buffers(buf: Any, d: Dims) -> dict[str, np.ndarray]:
 
 def model_dims(spec: RobotSpec, model: mujoco.MjModel, num_envs: int) -> Dims:
     """Dims of a batch of this robot."""
-    return Dims(num_envs, int(model.nq), int(model.nv), int(model.nu), len(spec.feet_bodies),
-                int(spec.camera.height), int(spec.camera.width))
+    return Dims(
+        num_envs,
+        int(model.nq),
+        int(model.nv),
+        int(model.nu),
+        len(spec.feet_bodies),
+        int(spec.camera.height),
+        int(spec.camera.width),
+    )
 
 
 class EnvGroup:
     """Envs [start, stop) of a batch: physics, fall rule, regulariser state and rendering into shared buffers."""
 
     def __init__(
-        self, spec: RobotSpec, bufs: dict[str, np.ndarray], start: int, stop: int, *, seed: int = 0,
-        reset_noise: float = 0.02, render: bool = True, model: mujoco.MjModel | None = None,
+        self,
+        spec: RobotSpec,
+        bufs: dict[str, np.ndarray],
+        start: int,
+        stop: int,
+        *,
+        seed: int = 0,
+        reset_noise: float = 0.02,
+        render: bool = True,
+        model: mujoco.MjModel | None = None,
     ) -> None:
         self.spec = spec
         self.model = model if model is not None else spec.load_model()
@@ -297,8 +312,14 @@ def worker_main() -> None:
         size, _ = layout_size(dims)
         mm = open_shared(args["shm_path"], size)
         bufs = map_buffers(mm, dims)
-        group = EnvGroup(args["spec"], bufs, args["start"], args["stop"], seed=args["seed"],
-                         reset_noise=args["reset_noise"])
+        group = EnvGroup(
+            args["spec"],
+            bufs,
+            args["start"],
+            args["stop"],
+            seed=args["seed"],
+            reset_noise=args["reset_noise"],
+        )
         write_all(reply_out, REPLY_OK)
     except BaseException as e:
         _reply_error(reply_out, e)

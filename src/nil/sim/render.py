@@ -38,7 +38,9 @@ class RobotRenderer:
         cam = spec.camera
         self.width, self.height = int(cam.width), int(cam.height)
         if model.vis.global_.offwidth < self.width or model.vis.global_.offheight < self.height:
-            raise RobotError("the model's offscreen buffer is smaller than the camera; load it with spec.load_model()")
+            raise RobotError(
+                "the model's offscreen buffer is smaller than the camera; load it with spec.load_model()"
+            )
         self._gl = None
         self._ctx = None
         try:
@@ -50,8 +52,10 @@ class RobotRenderer:
             raise
         except Exception as e:  # no usable OpenGL
             self.close()
-            raise RobotError(f"cannot create an OpenGL context ({e}); set MUJOCO_GL=egl (before mujoco is "
-                             "imported) and install libEGL (Mesa); `nil doctor` shows the GL backend") from None
+            raise RobotError(
+                f"cannot create an OpenGL context ({e}); set MUJOCO_GL=egl (before mujoco is "
+                "imported) and install libEGL (Mesa); `nil doctor` shows the GL backend"
+            ) from None
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._ctx)
         self._scene = mujoco.MjvScene(model, maxgeom=max_geom)
         self._opt = mujoco.MjvOption()
@@ -82,7 +86,9 @@ class RobotRenderer:
         if not np.all(np.isfinite(p)):
             p = np.zeros(3)
         self._cam.lookat[:] = (p[0], p[1], p[2] + self._lookat_z)
-        mujoco.mjv_updateScene(self.model, data, self._opt, None, self._cam, mujoco.mjtCatBit.mjCAT_ALL, self._scene)
+        mujoco.mjv_updateScene(
+            self.model, data, self._opt, None, self._cam, mujoco.mjtCatBit.mjCAT_ALL, self._scene
+        )
 
     def _segment_lut(self) -> np.ndarray:
         """bool[ngeom_scene + 1]: segid -> robot pixel (index 0 = background). Cached while the scene layout holds."""
@@ -93,12 +99,18 @@ class RobotRenderer:
         geoms = self._scene.geoms
         for i in range(n):
             g = geoms[i]
-            if g.segid >= 0 and g.objtype == mujoco.mjtObj.mjOBJ_GEOM and 0 <= g.objid < self._is_robot_geom.size:
+            if (
+                g.segid >= 0
+                and g.objtype == mujoco.mjtObj.mjOBJ_GEOM
+                and 0 <= g.objid < self._is_robot_geom.size
+            ):
                 lut[g.segid + 1] = self._is_robot_geom[g.objid]
         self._lut, self._lut_ngeom = lut, n
         return lut
 
-    def render_into(self, data: mujoco.MjData, rgb_out: np.ndarray | None, mask_out: np.ndarray | None) -> None:
+    def render_into(
+        self, data: mujoco.MjData, rgb_out: np.ndarray | None, mask_out: np.ndarray | None
+    ) -> None:
         """Render into preallocated arrays (rgb_out [H,W,3] uint8, mask_out [H,W] bool); either may be None."""
         if self._ctx is None:
             raise RuntimeError("RobotRenderer is closed")

@@ -50,11 +50,15 @@ def _import_warp() -> tuple[Any, Any]:
         import warp as wp
 
         # Warp logs every kernel-module load at INFO; keep warnings only (set before anything initialises Warp)
-        if hasattr(wp, "LOG_WARNING") and getattr(wp.config, "log_level", None) == getattr(wp, "LOG_INFO", None):
+        if hasattr(wp, "LOG_WARNING") and getattr(wp.config, "log_level", None) == getattr(
+            wp, "LOG_INFO", None
+        ):
             wp.config.log_level = wp.LOG_WARNING
         import mujoco_warp as mjw
     except ImportError as e:
-        raise SimulationError(f"sim.backend=warp needs MuJoCo Warp ({e}); {INSTALL_HINT}, or use sim.backend=mujoco") from None
+        raise SimulationError(
+            f"sim.backend=warp needs MuJoCo Warp ({e}); {INSTALL_HINT}, or use sim.backend=mujoco"
+        ) from None
     wp.init()
     return wp, mjw
 
@@ -78,12 +82,21 @@ def warp_status() -> dict[str, Any]:
     except SimulationError as e:
         return {"available": False, "device": None, "version": None, "error": str(e)}
     except Exception as e:  # a broken Warp install (driver / library load) must not crash doctor
-        return {"available": False, "device": None, "version": None, "error": f"warp failed to initialise: {e}"}
+        return {
+            "available": False,
+            "device": None,
+            "version": None,
+            "error": f"warp failed to initialise: {e}",
+        }
     try:
         device = "cuda:0" if wp.get_cuda_device_count() > 0 else "cpu"
     except Exception:
         device = "cpu"
-    note = None if device != "cpu" else "no CUDA device: the warp backend runs on Warp's CPU device (slow, for tests)"
+    note = (
+        None
+        if device != "cpu"
+        else "no CUDA device: the warp backend runs on Warp's CPU device (slow, for tests)"
+    )
     return {"available": True, "device": device, "version": _versions(), "error": None, "note": note}
 
 
@@ -107,7 +120,9 @@ def resolve_device(device: str) -> str:
             "use sim.device=cpu (slow) or check the NVIDIA driver (`nil doctor`)"
         )
     if not torch.cuda.is_available():
-        raise SimulationError(f"sim.device={device} but this torch build has no CUDA; install a CUDA torch build")
+        raise SimulationError(
+            f"sim.device={device} but this torch build has no CUDA; install a CUDA torch build"
+        )
     return dev
 
 
@@ -180,7 +195,11 @@ def tracking_model(spec: RobotSpec, base: mujoco.MjModel | None = None) -> mujoc
         model = ms.compile()
         sizes = ("nq", "nv", "nu", "na", "nbody", "njnt", "ngeom", "nmesh", "nlight", "nmat", "ntex", "neq")
         bad = [s for s in sizes if getattr(model, s) != getattr(base, s)]
-        if not bad and [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, i) for i in range(model.nbody)] != body_names:
+        if (
+            not bad
+            and [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, i) for i in range(model.nbody)]
+            != body_names
+        ):
             bad = ["body names"]
         if bad:
             raise SimulationError(
@@ -229,12 +248,23 @@ def check_put_model(spec: RobotSpec) -> dict[str, Any]:
             f"robot {spec.name!r} uses a feature MuJoCo Warp does not support ({type(e).__name__}: {e}); "
             "use sim.backend=mujoco for it"
         ) from None
-    return {"robot": spec.name, "nq": int(model.nq), "nv": int(model.nv), "nu": int(model.nu),
-            "ngeom": int(model.ngeom), "nmesh": int(model.nmesh)}
+    return {
+        "robot": spec.name,
+        "nq": int(model.nq),
+        "nv": int(model.nv),
+        "nu": int(model.nu),
+        "ngeom": int(model.ngeom),
+        "nmesh": int(model.nmesh),
+    }
 
 
 def contact_budget(
-    model: mujoco.MjModel, qpos0: np.ndarray, substeps: int, *, seconds: float = 2.0, safety: float = 2.0,
+    model: mujoco.MjModel,
+    qpos0: np.ndarray,
+    substeps: int,
+    *,
+    seconds: float = 2.0,
+    safety: float = 2.0,
     seed: int = 0,
 ) -> tuple[int, int]:
     """(nconmax, njmax) per world: the peak contacts / constraint rows of a seeded random-action rollout
@@ -350,7 +380,11 @@ class WarpSim:
     """BatchedSim on MuJoCo Warp: N worlds in one Warp Data, RGB + robot mask from Warp's ray tracer."""
 
     def __init__(
-        self, spec: RobotSpec, sim_cfg: SimConfig, num_envs: int | None = None, horizon: int | None = None,
+        self,
+        spec: RobotSpec,
+        sim_cfg: SimConfig,
+        num_envs: int | None = None,
+        horizon: int | None = None,
         seed: int = 0,
     ) -> None:
         wp, mjw = _import_warp()
@@ -393,14 +427,26 @@ class WarpSim:
             try:
                 self._m = mjw.put_model(m)
             except Exception as e:
-                raise RobotError(f"robot {spec.name!r}: MuJoCo Warp cannot load it ({e}); use sim.backend=mujoco") from None
+                raise RobotError(
+                    f"robot {spec.name!r}: MuJoCo Warp cannot load it ({e}); use sim.backend=mujoco"
+                ) from None
             # we detect overflow ourselves and raise; the in-kernel printf would only add noise
             self._m.opt.warn_overflow = 0
             self._d = mjw.make_data(m, nworld=self.num_envs, nconmax=self.nconmax, njmax=self.njmax)
             self._rc = mjw.create_render_context(
-                m, nworld=self.num_envs, cam_res=(W, H), render_rgb=True, render_depth=False, render_seg=True,
-                cam_active=[self._cam], use_shadows=False, samples_per_pixel=1, use_textures=True,
-                render_skybox=False, enabled_geom_groups=[0, 1, 2], background_color=(0.0, 0.0, 0.0, 1.0),
+                m,
+                nworld=self.num_envs,
+                cam_res=(W, H),
+                render_rgb=True,
+                render_depth=False,
+                render_seg=True,
+                cam_active=[self._cam],
+                use_shadows=False,
+                samples_per_pixel=1,
+                use_textures=True,
+                render_skybox=False,
+                enabled_geom_groups=[0, 1, 2],
+                background_color=(0.0, 0.0, 0.0, 1.0),
             )
             self._qpos0_wp = wp.array(qpos0.astype(np.float32), dtype=float)
             self._bad_wp = wp.zeros(self.num_envs, dtype=wp.int32)
@@ -409,14 +455,23 @@ class WarpSim:
         rgb_adr, seg_adr = int(rc.rgb_adr.numpy()[0]), int(rc.seg_adr.numpy()[0])
         npix = H * W
         self._v = _Views(
-            qpos=wp.to_torch(d.qpos), qvel=wp.to_torch(d.qvel), ctrl=wp.to_torch(d.ctrl),
-            xpos=wp.to_torch(d.xpos), xipos=wp.to_torch(d.xipos), xmat=wp.to_torch(d.xmat), cvel=wp.to_torch(d.cvel),
-            subtree_com=wp.to_torch(d.subtree_com), actuator_force=wp.to_torch(d.actuator_force),
-            overflow=wp.to_torch(d.overflow), nacon=wp.to_torch(d.nacon),
-            contact_geom=wp.to_torch(d.contact.geom), contact_world=wp.to_torch(d.contact.worldid),
-            rgb_packed=wp.to_torch(rc.rgb_data)[:, rgb_adr:rgb_adr + npix],
-            seg=wp.to_torch(rc.seg_data)[:, seg_adr:seg_adr + npix],
-            bad=wp.to_torch(self._bad_wp), reset_mask=wp.to_torch(self._reset_wp),
+            qpos=wp.to_torch(d.qpos),
+            qvel=wp.to_torch(d.qvel),
+            ctrl=wp.to_torch(d.ctrl),
+            xpos=wp.to_torch(d.xpos),
+            xipos=wp.to_torch(d.xipos),
+            xmat=wp.to_torch(d.xmat),
+            cvel=wp.to_torch(d.cvel),
+            subtree_com=wp.to_torch(d.subtree_com),
+            actuator_force=wp.to_torch(d.actuator_force),
+            overflow=wp.to_torch(d.overflow),
+            nacon=wp.to_torch(d.nacon),
+            contact_geom=wp.to_torch(d.contact.geom),
+            contact_world=wp.to_torch(d.contact.worldid),
+            rgb_packed=wp.to_torch(rc.rgb_data)[:, rgb_adr : rgb_adr + npix],
+            seg=wp.to_torch(rc.seg_data)[:, seg_adr : seg_adr + npix],
+            bad=wp.to_torch(self._bad_wp),
+            reset_mask=wp.to_torch(self._reset_wp),
         )
         dv = self.device
         offset, cam_mat = camera_pose(spec.camera.distance, spec.camera.elevation, spec.camera.azimuth)
@@ -449,11 +504,23 @@ class WarpSim:
         z = lambda *s, dt=torch.float32: torch.zeros(*s, dtype=dt, device=dv)  # noqa: E731
         self._t = z(N, dt=torch.int64)
         self._batch = SimBatch(
-            obs=z(N, self.obs_dim), rgb=z(N, H, W, 3, dt=torch.uint8), mask=z(N, H, W, dt=torch.bool),
-            terminated=z(N, dt=torch.bool), truncated=z(N, dt=torch.bool), t=self._t,
-            qpos=z(N, self.nq), qvel=z(N, self.nv), joint_vel=z(N, self.nv - 6), torque=z(N, self.nu),
-            action=z(N, A), prev_action=z(N, A), foot_contact=z(N, nf, dt=torch.bool),
-            foot_vel_xy=z(N, nf, 2), torso_up_z=z(N), root_pos=z(N, 3), root_lin_vel=z(N, 3),
+            obs=z(N, self.obs_dim),
+            rgb=z(N, H, W, 3, dt=torch.uint8),
+            mask=z(N, H, W, dt=torch.bool),
+            terminated=z(N, dt=torch.bool),
+            truncated=z(N, dt=torch.bool),
+            t=self._t,
+            qpos=z(N, self.nq),
+            qvel=z(N, self.nv),
+            joint_vel=z(N, self.nv - 6),
+            torque=z(N, self.nu),
+            action=z(N, A),
+            prev_action=z(N, A),
+            foot_contact=z(N, nf, dt=torch.bool),
+            foot_vel_xy=z(N, nf, 2),
+            torso_up_z=z(N),
+            root_pos=z(N, 3),
+            root_lin_vel=z(N, 3),
             nonfinite=z(N, dt=torch.bool),
         )
         self._graph = None
@@ -485,7 +552,8 @@ class WarpSim:
         mjw.com_vel(m, d)
         mjw.collision(m, d)
         wp.launch(
-            k["tracking_camera"], dim=self.num_envs,
+            k["tracking_camera"],
+            dim=self.num_envs,
             inputs=[self._d.xpos, self._root, self._cam, self._lookat_z, self._cam_offset, self._cam_mat],
             outputs=[self._d.cam_xpos, self._d.cam_xmat],
         )
@@ -496,8 +564,11 @@ class WarpSim:
         wp, mjw = self._wp, self._mjw
         for _ in range(self.substeps):
             mjw.step(self._m, self._d)
-        wp.launch(_kernels()["sanitize"], dim=self.num_envs, inputs=[self._d.qpos, self._d.qvel, self._qpos0_wp,
-                                                                   self._bad_wp])
+        wp.launch(
+            _kernels()["sanitize"],
+            dim=self.num_envs,
+            inputs=[self._d.qpos, self._d.qvel, self._qpos0_wp, self._bad_wp],
+        )
         self._render()
 
     def _advance(self) -> None:
@@ -565,16 +636,31 @@ class WarpSim:
         root_pos = qpos[:, :3]
         foot_contact = self._foot_contact() & ~bad[:, None]
         foot_vel = self._foot_vel_xy() * (~bad).float()[:, None, None]
-        phase = (self._t.float() / float(self.horizon)) if self.horizon else torch.zeros_like(self._t, dtype=torch.float32)
+        phase = (
+            (self._t.float() / float(self.horizon))
+            if self.horizon
+            else torch.zeros_like(self._t, dtype=torch.float32)
+        )
         obs = torch.cat([qpos[:, 2:], qvel, phase[:, None]], dim=1)
         fell = (qpos[:, 2] < self._fall_height) | (up_z < self._cos_max_tilt)
         terminated = fell | bad
         truncated = (self._t >= self.horizon) if self.horizon else torch.zeros_like(terminated)
         values = {
-            "obs": obs, "rgb": rgb, "mask": mask, "terminated": terminated, "truncated": truncated,
-            "qpos": qpos, "qvel": qvel, "joint_vel": qvel[:, 6:], "torque": v.actuator_force * self._gear,
-            "foot_contact": foot_contact, "foot_vel_xy": foot_vel, "torso_up_z": up_z,
-            "root_pos": root_pos, "root_lin_vel": qvel[:, 0:3], "nonfinite": bad,
+            "obs": obs,
+            "rgb": rgb,
+            "mask": mask,
+            "terminated": terminated,
+            "truncated": truncated,
+            "qpos": qpos,
+            "qvel": qvel,
+            "joint_vel": qvel[:, 6:],
+            "torque": v.actuator_force * self._gear,
+            "foot_contact": foot_contact,
+            "foot_vel_xy": foot_vel,
+            "torso_up_z": up_z,
+            "root_pos": root_pos,
+            "root_lin_vel": qvel[:, 0:3],
+            "nonfinite": bad,
         }
         for name, val in values.items():
             buf = getattr(b, name)
@@ -588,7 +674,11 @@ class WarpSim:
         if bool(over.any()):
             world = int(torch.nonzero(over)[0, 0])
             bits = int(self._v.overflow[world])
-            what = "constraint rows (raise sim.njmax)" if bits & (_NEFC | _NJMAX_NNZ) else "contacts (raise sim.nconmax)"
+            what = (
+                "constraint rows (raise sim.njmax)"
+                if bits & (_NEFC | _NJMAX_NNZ)
+                else "contacts (raise sim.nconmax)"
+            )
             raise SimulationError(
                 f"MuJoCo Warp ran out of {what} in world {world} (nconmax={self.nconmax}, njmax={self.njmax} per "
                 f"world); set sim.nconmax={2 * self.nconmax} sim.njmax={2 * self.njmax} and restart"
@@ -656,7 +746,9 @@ class WarpSim:
                 f"action must have shape ({self.num_envs}, {self.action_dim}), got {tuple(a.shape)}"
             )
         if not bool(torch.isfinite(a).all()):
-            raise SimulationError("the action contains NaN or inf; check the policy's outputs (and its inputs)")
+            raise SimulationError(
+                "the action contains NaN or inf; check the policy's outputs (and its inputs)"
+            )
         if self._cuda:
             self._stream.wait_stream(torch.cuda.current_stream(self.device))
         with self._scope():

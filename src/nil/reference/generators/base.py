@@ -33,8 +33,9 @@ class VideoGenerator(Protocol):
         """Everything besides e0/prompt/seed/frames/fps that changes the output (model id, file hash, ...)."""
         ...
 
-    def generate(self, frame0: np.ndarray, prompt: str, *, num_frames: int | None, fps: float | None,
-                 seed: int) -> Video:
+    def generate(
+        self, frame0: np.ndarray, prompt: str, *, num_frames: int | None, fps: float | None, seed: int
+    ) -> Video:
         """A video whose frame 0 is ~frame0 ([H,W,3] uint8), ~num_frames long at fps (None: the generator's
         own default; a file keeps its own length and rate)."""
         ...

@@ -56,10 +56,10 @@ FAMILIES: dict[str, Family] = {
     "svd": Family("svd", "StableVideoDiffusionPipeline", 7.0, 25, 1, 64, 576 * 1024, uses_prompt=False),
 }
 _CLASS_HINTS = (("CogVideoX", "cogvideox"), ("Wan", "wan"), ("LTX", "ltx"), ("StableVideoDiffusion", "svd"))
-_OPTIONS = ("a local pipeline folder (generator.model_id: /path/to/folder saved with save_pretrained), "
-            "`--generator file --video PATH`, or `--generator synthetic` (offline default)")
-
-
+_OPTIONS = (
+    "a local pipeline folder (generator.model_id: /path/to/folder saved with save_pretrained), "
+    "`--generator file --video PATH`, or `--generator synthetic` (offline default)"
+)
 
 
 def family_from_class(class_name: str) -> str | None:
@@ -79,7 +79,10 @@ def fit_size(aspect: float, area: int, multiple: int) -> tuple[int, int]:
     """(height, width) with width/height ~ aspect, ~area pixels, both multiples of `multiple`."""
     h = math.sqrt(area / aspect)
     w = h * aspect
-    return (max(multiple, int(round(h / multiple)) * multiple), max(multiple, int(round(w / multiple)) * multiple))
+    return (
+        max(multiple, int(round(h / multiple)) * multiple),
+        max(multiple, int(round(w / multiple)) * multiple),
+    )
 
 
 def letterbox(img: np.ndarray, hw: tuple[int, int], fill: tuple[int, int, int]) -> tuple[np.ndarray, tuple]:
@@ -95,7 +98,7 @@ def letterbox(img: np.ndarray, hw: tuple[int, int], fill: tuple[int, int, int]) 
     out = np.empty((H, W, 3), dtype=np.uint8)
     out[:] = np.asarray(fill, dtype=np.uint8)
     top, left = (H - h) // 2, (W - w) // 2
-    out[top:top + h, left:left + w] = small
+    out[top : top + h, left : left + w] = small
     return out, (top, left, h, w)
 
 
@@ -104,8 +107,14 @@ def unletterbox(frames: np.ndarray, box: tuple, out_hw: tuple[int, int]) -> np.n
     import cv2
 
     top, left, h, w = box
-    return np.stack([cv2.resize(f[top:top + h, left:left + w], (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA)
-                     for f in frames])
+    return np.stack(
+        [
+            cv2.resize(
+                f[top : top + h, left : left + w], (out_hw[1], out_hw[0]), interpolation=cv2.INTER_AREA
+            )
+            for f in frames
+        ]
+    )
 
 
 def _dir_size_gb(path: Path) -> float:
@@ -132,17 +141,24 @@ def check_pipeline_dir(path: Path) -> dict[str, Any]:
     """Read model_index.json of a local pipeline folder and check that every component folder exists."""
     index = path / "model_index.json"
     if not index.is_file():
-        raise GeneratorError(f"generator.model_id: {path} has no model_index.json, so it is not a diffusers "
-                             f"pipeline folder (save one with pipe.save_pretrained(DIR)); or use {_OPTIONS}")
+        raise GeneratorError(
+            f"generator.model_id: {path} has no model_index.json, so it is not a diffusers "
+            f"pipeline folder (save one with pipe.save_pretrained(DIR)); or use {_OPTIONS}"
+        )
     try:
         data = json.loads(index.read_text())
     except json.JSONDecodeError as e:
         raise GeneratorError(f"generator.model_id: {index} is not valid JSON ({e})") from None
-    missing = [k for k, v in data.items()
-               if not k.startswith("_") and isinstance(v, list) and v[0] is not None and not (path / k).is_dir()]
+    missing = [
+        k
+        for k, v in data.items()
+        if not k.startswith("_") and isinstance(v, list) and v[0] is not None and not (path / k).is_dir()
+    ]
     if missing:
-        raise GeneratorError(f"generator.model_id: {path} lacks the component folders {missing} that "
-                             "model_index.json lists; copy the whole pipeline folder")
+        raise GeneratorError(
+            f"generator.model_id: {path} lacks the component folders {missing} that "
+            "model_index.json lists; copy the whole pipeline folder"
+        )
     return data
 
 
@@ -157,8 +173,9 @@ class ResolvedModel:
     size_gb: float
 
 
-def resolve_model(model_id: str, revision: str | None = None, *, device_is_cpu: bool = False,
-                  allow_big_on_cpu: bool = False) -> ResolvedModel:
+def resolve_model(
+    model_id: str, revision: str | None = None, *, device_is_cpu: bool = False, allow_big_on_cpu: bool = False
+) -> ResolvedModel:
     """Find the pipeline: a local folder, the HF cache, or the hub (only when online); fail fast otherwise."""
     p = Path(model_id).expanduser()
     looks_local = p.is_absolute() or model_id.startswith((".", "~")) or p.exists()
@@ -166,8 +183,9 @@ def resolve_model(model_id: str, revision: str | None = None, *, device_is_cpu: 
         if not p.is_dir():
             raise GeneratorError(f"generator.model_id: no such model folder {p}; use {_OPTIONS}")
         index = check_pipeline_dir(p)
-        return ResolvedModel(str(p.resolve()), model_id, "local:" + _local_fingerprint(p)[:16], index,
-                             _dir_size_gb(p))
+        return ResolvedModel(
+            str(p.resolve()), model_id, "local:" + _local_fingerprint(p)[:16], index, _dir_size_gb(p)
+        )
     try:
         from huggingface_hub import snapshot_download
     except ImportError:  # pragma: no cover - diffusers depends on it
@@ -182,24 +200,39 @@ def resolve_model(model_id: str, revision: str | None = None, *, device_is_cpu: 
         pass
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
     if offline:
-        raise GeneratorError(f"model {model_id!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
-                             f"download it on a machine with internet, or use {_OPTIONS}")
+        raise GeneratorError(
+            f"model {model_id!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set; "
+            f"download it on a machine with internet, or use {_OPTIONS}"
+        )
     try:
         from huggingface_hub import HfApi
 
         info = HfApi().model_info(model_id, revision=revision, timeout=15, files_metadata=True)
     except Exception as e:  # noqa: BLE001 - no network, unknown repo, gated repo ...
-        raise GeneratorError(f"cannot reach model {model_id!r} on the Hugging Face hub "
-                             f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); use {_OPTIONS}") from None
-    size_gb = sum((s.size or 0) for s in (info.siblings or []) if s.rfilename.endswith((".safetensors", ".bin"))) / 1e9
+        raise GeneratorError(
+            f"cannot reach model {model_id!r} on the Hugging Face hub "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160]}); use {_OPTIONS}"
+        ) from None
+    size_gb = (
+        sum((s.size or 0) for s in (info.siblings or []) if s.rfilename.endswith((".safetensors", ".bin")))
+        / 1e9
+    )
     if device_is_cpu and size_gb > CPU_MAX_GB and not allow_big_on_cpu:
         raise _too_big_for_cpu(model_id, size_gb)
     try:
-        local = Path(snapshot_download(model_id, revision=revision,
-                                       ignore_patterns=["*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf"]
-                                       if _has_safetensors(info) else None))
+        local = Path(
+            snapshot_download(
+                model_id,
+                revision=revision,
+                ignore_patterns=["*.bin", "*.pt", "*.pth", "*.ckpt", "*.gguf"]
+                if _has_safetensors(info)
+                else None,
+            )
+        )
     except Exception as e:  # noqa: BLE001
-        raise GeneratorError(f"downloading {model_id!r} failed ({type(e).__name__}: {e}); use {_OPTIONS}") from None
+        raise GeneratorError(
+            f"downloading {model_id!r} failed ({type(e).__name__}: {e}); use {_OPTIONS}"
+        ) from None
     index = check_pipeline_dir(local)
     return ResolvedModel(str(local), model_id, info.sha or local.name, index, _dir_size_gb(local))
 
@@ -209,9 +242,11 @@ def _has_safetensors(info: Any) -> bool:
 
 
 def _too_big_for_cpu(model_id: str, size_gb: float) -> GeneratorError:
-    return GeneratorError(f"model {model_id!r} has {size_gb:.1f} GB of weights and no GPU is available: it would "
-                          "take hours on the CPU. Run on a GPU (generator.device: cuda), set generator.device: cpu "
-                          f"to force it, or use {_OPTIONS}")
+    return GeneratorError(
+        f"model {model_id!r} has {size_gb:.1f} GB of weights and no GPU is available: it would "
+        "take hours on the CPU. Run on a GPU (generator.device: cuda), set generator.device: cpu "
+        f"to force it, or use {_OPTIONS}"
+    )
 
 
 def _torch_dtype(name: str, family: str, device: str):
@@ -247,16 +282,22 @@ class DiffusersI2VGenerator:
         if dev == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         if dev.startswith("cuda") and not torch.cuda.is_available():
-            raise GeneratorError(f"generator.device is {dev!r} but torch sees no CUDA GPU; set generator.device: "
-                                 f"auto/cpu, or use {_OPTIONS}")
+            raise GeneratorError(
+                f"generator.device is {dev!r} but torch sees no CUDA GPU; set generator.device: "
+                f"auto/cpu, or use {_OPTIONS}"
+            )
         return dev
 
     def resolve(self) -> ResolvedModel:
         """Locate the model (no weights loaded)."""
         if self._resolved is None:
             device = self._device()
-            self._resolved = resolve_model(self.cfg.model_id, self.cfg.revision, device_is_cpu=device == "cpu",
-                                           allow_big_on_cpu=self.cfg.device == "cpu")
+            self._resolved = resolve_model(
+                self.cfg.model_id,
+                self.cfg.revision,
+                device_is_cpu=device == "cpu",
+                allow_big_on_cpu=self.cfg.device == "cpu",
+            )
         return self._resolved
 
     def family(self) -> Family:
@@ -268,8 +309,10 @@ class DiffusersI2VGenerator:
                 cls = str(self.resolve().index.get("_class_name", ""))
                 fam = family_from_class(cls)
                 if fam is None:
-                    raise GeneratorError(f"generator.model_id: {self.cfg.model_id} is a {cls or 'unknown'} pipeline; "
-                                         f"supported families: {sorted(FAMILIES)} (set generator.family to force one)")
+                    raise GeneratorError(
+                        f"generator.model_id: {self.cfg.model_id} is a {cls or 'unknown'} pipeline; "
+                        f"supported families: {sorted(FAMILIES)} (set generator.family to force one)"
+                    )
                 self._family = FAMILIES[fam]
         return self._family
 
@@ -277,9 +320,17 @@ class DiffusersI2VGenerator:
         """Model id, revision (hub commit or local fingerprint), family and every sampling option."""
         r = self.resolve()
         c = self.cfg
-        return {"model_id": c.model_id, "revision": r.revision, "family": self.family().name, "steps": c.steps,
-                "guidance": c.guidance, "negative_prompt": c.negative_prompt, "dtype": c.dtype,
-                "height": c.height, "width": c.width}
+        return {
+            "model_id": c.model_id,
+            "revision": r.revision,
+            "family": self.family().name,
+            "steps": c.steps,
+            "guidance": c.guidance,
+            "negative_prompt": c.negative_prompt,
+            "dtype": c.dtype,
+            "height": c.height,
+            "width": c.width,
+        }
 
     # -- loading ------------------------------------------------------------------------------------
     def _load(self):
@@ -291,23 +342,29 @@ class DiffusersI2VGenerator:
         if device == "cpu" and r.size_gb > CPU_MAX_GB:
             if self.cfg.device != "cpu":
                 raise _too_big_for_cpu(self.cfg.model_id, r.size_gb)
-            log.warning("running %s (%.1f GB) on the CPU: expect hours per video", self.cfg.model_id, r.size_gb)
+            log.warning(
+                "running %s (%.1f GB) on the CPU: expect hours per video", self.cfg.model_id, r.size_gb
+            )
         hide_broken_torchvision()
         try:
             import diffusers
 
             cls = getattr(diffusers, fam.pipeline)
         except Exception as e:  # noqa: BLE001
-            raise GeneratorError(f"diffusers cannot provide {fam.pipeline} ({e}); `pip install -U diffusers`") from None
+            raise GeneratorError(
+                f"diffusers cannot provide {fam.pipeline} ({e}); `pip install -U diffusers`"
+            ) from None
         dtype = _torch_dtype(self.cfg.dtype, fam.name, device)
         try:
             with warnings.catch_warnings():  # newer diffusers renamed torch_dtype; older ones need it
                 warnings.filterwarnings("ignore", message=".*torch_dtype.*")
                 pipe = cls.from_pretrained(r.source, torch_dtype=dtype, local_files_only=True)
         except Exception as e:  # noqa: BLE001 - wrong files, wrong family, missing package ...
-            raise GeneratorError(f"loading {self.cfg.model_id} as {fam.pipeline} failed ({type(e).__name__}: "
-                                 f"{str(e).splitlines()[0][:300]}); check generator.family and that the folder "
-                                 f"holds a complete pipeline, or use {_OPTIONS}") from None
+            raise GeneratorError(
+                f"loading {self.cfg.model_id} as {fam.pipeline} failed ({type(e).__name__}: "
+                f"{str(e).splitlines()[0][:300]}); check generator.family and that the folder "
+                f"holds a complete pipeline, or use {_OPTIONS}"
+            ) from None
         if self.cfg.cpu_offload and device.startswith("cuda"):
             pipe.enable_model_cpu_offload(device=device)
         else:
@@ -335,8 +392,15 @@ class DiffusersI2VGenerator:
         return fit_size(render_hw[1] / render_hw[0], fam.area, fam.multiple)
 
     # -- generation ---------------------------------------------------------------------------------
-    def generate(self, frame0: np.ndarray, prompt: str, *, num_frames: int | None = None, fps: float | None = None,
-                 seed: int = 0) -> Video:
+    def generate(
+        self,
+        frame0: np.ndarray,
+        prompt: str,
+        *,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        seed: int = 0,
+    ) -> Video:
         """Run the pipeline on e0 (letterboxed to the model size); frames come back at e0's size."""
         import torch
         from PIL import Image
@@ -350,8 +414,15 @@ class DiffusersI2VGenerator:
         fps = float(fps or fam.fps)
         img, box = letterbox(frame0, (H, W), self.background)
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
-        kwargs: dict[str, Any] = dict(image=Image.fromarray(img), height=H, width=W, num_frames=n,
-                                      num_inference_steps=self.cfg.steps, generator=gen, output_type="np")
+        kwargs: dict[str, Any] = dict(
+            image=Image.fromarray(img),
+            height=H,
+            width=W,
+            num_frames=n,
+            num_inference_steps=self.cfg.steps,
+            generator=gen,
+            output_type="np",
+        )
         if fam.uses_prompt:
             kwargs.update(prompt=prompt, guidance_scale=self.cfg.guidance)
             if self.cfg.negative_prompt:
@@ -368,12 +439,22 @@ class DiffusersI2VGenerator:
             box = (int(t * sy), int(lft * sx), max(1, int(h * sy)), max(1, int(w * sx)))
         frames = unletterbox(frames, box, render_hw)
         self.info = {
-            "model_id": self.cfg.model_id, "revision": self._resolved.revision if self._resolved else None,
-            "family": fam.name, "pipeline": type(pipe).__name__, "device": self._device_name,
-            "dtype": str(self._dtype).replace("torch.", ""), "steps": self.cfg.steps, "guidance": self.cfg.guidance,
-            "negative_prompt": self.cfg.negative_prompt, "model_input_size": [H, W],
-            "letterbox": list(box), "num_frames_requested": n_req, "num_frames_model": int(frames.shape[0]),
-            "prompt_used": fam.uses_prompt, "cpu_offload": self.cfg.cpu_offload, "vae_tiling": self.cfg.vae_tiling,
+            "model_id": self.cfg.model_id,
+            "revision": self._resolved.revision if self._resolved else None,
+            "family": fam.name,
+            "pipeline": type(pipe).__name__,
+            "device": self._device_name,
+            "dtype": str(self._dtype).replace("torch.", ""),
+            "steps": self.cfg.steps,
+            "guidance": self.cfg.guidance,
+            "negative_prompt": self.cfg.negative_prompt,
+            "model_input_size": [H, W],
+            "letterbox": list(box),
+            "num_frames_requested": n_req,
+            "num_frames_model": int(frames.shape[0]),
+            "prompt_used": fam.uses_prompt,
+            "cpu_offload": self.cfg.cpu_offload,
+            "vae_tiling": self.cfg.vae_tiling,
             "weights_gb": round(self._resolved.size_gb, 3) if self._resolved else None,
         }
         return Video(np.ascontiguousarray(frames), fps)
@@ -394,9 +475,11 @@ class DiffusersI2VGenerator:
                 with torch.inference_mode():
                     return pipe(**kwargs, callback_on_step_end=_cb)
             except torch.OutOfMemoryError:
-                raise GeneratorError(f"out of GPU memory running {self.cfg.model_id}; set generator.cpu_offload: "
-                                     "true and generator.vae_tiling: true, lower generator.num_frames, or use a "
-                                     "smaller model") from None
+                raise GeneratorError(
+                    f"out of GPU memory running {self.cfg.model_id}; set generator.cpu_offload: "
+                    "true and generator.vae_tiling: true, lower generator.num_frames, or use a "
+                    "smaller model"
+                ) from None
 
     @staticmethod
     def _to_uint8(out: Any) -> np.ndarray:

@@ -57,8 +57,10 @@ class FileGenerator:
 
     def __init__(self, path: str | Path | None) -> None:
         if not path:
-            raise ConfigError("generator.path is not set: generator.name=file needs a video path "
-                              "(`nil init DIR --generator file --video PATH`)")
+            raise ConfigError(
+                "generator.path is not set: generator.name=file needs a video path "
+                "(`nil init DIR --generator file --video PATH`)"
+            )
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise VideoError(f"generator.path: video file not found: {self.path}")
@@ -89,9 +91,11 @@ class FileGenerator:
             "first_frame_far_from_e0": far,
         }
         if far:
-            msg = (f"the first frame of {self.path} differs from e0 (mean abs diff {mad:.1f} > "
-                   f"{FIRST_FRAME_WARN_MAD:g}); NIL assumes frame 0 ~ e0: generate the video from frame0.png, "
-                   "or check the robot/camera")
+            msg = (
+                f"the first frame of {self.path} differs from e0 (mean abs diff {mad:.1f} > "
+                f"{FIRST_FRAME_WARN_MAD:g}); NIL assumes frame 0 ~ e0: generate the video from frame0.png, "
+                "or check the robot/camera"
+            )
             log.warning(msg)
             self.info["warning"] = msg
         return Video(np.ascontiguousarray(frames), video.fps)

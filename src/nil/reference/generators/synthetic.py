@@ -110,39 +110,61 @@ def find_legs(spec: RobotSpec, model: mujoco.MjModel, q0: np.ndarray) -> list[Le
     data.qpos[:] = q0
     mujoco.mj_kinematics(model, data)
     children = [b for b in range(model.nbody) if model.body_parentid[b] == root and b != root]
-    act_joint = {int(model.actuator_trnid[i, 0]): i for i in range(model.nu)
-                 if model.actuator_trntype[i] == mujoco.mjtTrn.mjTRN_JOINT}
+    act_joint = {
+        int(model.actuator_trnid[i, 0]): i
+        for i in range(model.nu)
+        if model.actuator_trntype[i] == mujoco.mjtTrn.mjTRN_JOINT
+    }
     root_pos = data.xpos[root].copy()
     legs: list[Leg] = []
     for c in children:
         sub = _subtree(model, c)
-        joints = [j for j in range(model.njnt) if sub[model.jnt_bodyid[j]] and j in act_joint
-                  and model.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE]
+        joints = [
+            j
+            for j in range(model.njnt)
+            if sub[model.jnt_bodyid[j]]
+            and j in act_joint
+            and model.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE
+        ]
         if not joints:
             continue
         joints.sort(key=lambda j: (_depth(model, model.jnt_bodyid[j]), j))
-        geoms = np.flatnonzero(sub[model.geom_bodyid] & ((model.geom_contype != 0) | (model.geom_conaffinity != 0)))
+        geoms = np.flatnonzero(
+            sub[model.geom_bodyid] & ((model.geom_contype != 0) | (model.geom_conaffinity != 0))
+        )
         if geoms.size == 0:
             continue
         anchor = data.xanchor[joints[0]] - root_pos
-        leg = Leg(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, c) or f"leg{c}",
-                  (float(anchor[0]), float(anchor[1])), 0.0)
+        leg = Leg(
+            mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, c) or f"leg{c}",
+            (float(anchor[0]), float(anchor[1])),
+            0.0,
+        )
         roles = iter(["swing", "lift"])
         for j in joints:
             axis = data.xaxis[j]
-            abduction = abs(axis[0]) > 0.9  # rotates about the walking direction: keeps the leg's stance width
+            abduction = (
+                abs(axis[0]) > 0.9
+            )  # rotates about the walking direction: keeps the leg's stance width
             role = "hold" if abduction else next(roles, "hold")
             lo, hi = model.jnt_range[j] if model.jnt_limited[j] else (-math.inf, math.inf)
             q = q0[model.jnt_qposadr[j]]
-            lj = LegJoint(int(act_joint[j]), int(model.jnt_qposadr[j]), int(model.jnt_dofadr[j]), role,
-                          half_range=float(min(q - lo, hi - q)) if model.jnt_limited[j] else math.inf)
+            lj = LegJoint(
+                int(act_joint[j]),
+                int(model.jnt_qposadr[j]),
+                int(model.jnt_dofadr[j]),
+                role,
+                half_range=float(min(q - lo, hi - q)) if model.jnt_limited[j] else math.inf,
+            )
             if role != "hold":
                 lj.sign = _foot_sign(model, q0, lj.qadr, geoms, axis_index=0 if role == "swing" else 2)
             leg.joints.append(lj)
         legs.append(leg)
     if len(legs) < 2:
-        raise GeneratorError(f"robot {spec.name!r}: the CPG teacher found {len(legs)} actuated legs under the root; "
-                             "it drives legged robots only. Use generator.teacher: policy, or generator.name: file")
+        raise GeneratorError(
+            f"robot {spec.name!r}: the CPG teacher found {len(legs)} actuated legs under the root; "
+            "it drives legged robots only. Use generator.teacher: policy, or generator.name: file"
+        )
     # trot: diagonal legs in phase. Humanoids (two legs) alternate.
     for leg in legs:
         x, y = leg.anchor_xy
@@ -226,10 +248,20 @@ class CPG:
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters and the derived leg structure (for meta.json / teacher.npz)."""
-        return {"version": CPG_VERSION, "params": asdict(self.params), "kp": self.kp, "kd": self.kd,
-                "legs": [{"name": leg.name, "phase": leg.phase,
-                          "joints": [{"actuator": j.actuator, "role": j.role, "sign": j.sign} for j in leg.joints]}
-                         for leg in self.legs]}
+        return {
+            "version": CPG_VERSION,
+            "params": asdict(self.params),
+            "kp": self.kp,
+            "kd": self.kd,
+            "legs": [
+                {
+                    "name": leg.name,
+                    "phase": leg.phase,
+                    "joints": [{"actuator": j.actuator, "role": j.role, "sign": j.sign} for j in leg.joints],
+                }
+                for leg in self.legs
+            ],
+        }
 
 
 # Per-robot gait tuning from a grid search (benchmarks/reference_gen.py --tune ROBOT): the setting that
@@ -291,8 +323,10 @@ class SyntheticGenerator:
         self.cfg = cfg
         g = cfg.generator
         if g.teacher == "policy" and not g.teacher_checkpoint:
-            raise ConfigError("generator.teacher is 'policy' but generator.teacher_checkpoint is not set: give a "
-                              "trained skill directory, or use generator.teacher: cpg")
+            raise ConfigError(
+                "generator.teacher is 'policy' but generator.teacher_checkpoint is not set: give a "
+                "trained skill directory, or use generator.teacher: cpg"
+            )
         self._spec = spec
         self.info: dict[str, Any] = {}
         self.teacher: dict[str, np.ndarray] | None = None
@@ -322,9 +356,13 @@ class SyntheticGenerator:
         g = self.cfg.generator
         spec = self.spec
         out: dict[str, Any] = {
-            "teacher": g.teacher, "seconds": g.seconds, "background": g.teacher_background,
-            "robot_spec": spec.to_dict(), "mjcf_sha256": sha256_file(spec.mjcf_path),
-            "sim_backend": "mujoco", "cpg_version": CPG_VERSION,
+            "teacher": g.teacher,
+            "seconds": g.seconds,
+            "background": g.teacher_background,
+            "robot_spec": spec.to_dict(),
+            "mjcf_sha256": sha256_file(spec.mjcf_path),
+            "sim_backend": "mujoco",
+            "cpg_version": CPG_VERSION,
         }
         if g.teacher == "cpg":
             out["cpg"] = asdict(self.params())
@@ -338,16 +376,27 @@ class SyntheticGenerator:
         try:
             from nil.rl import load_policy
         except ImportError as e:
-            raise GeneratorError(f"generator.teacher: policy needs nil.rl ({e}); use generator.teacher: cpg") from None
+            raise GeneratorError(
+                f"generator.teacher: policy needs nil.rl ({e}); use generator.teacher: cpg"
+            ) from None
         from nil.paths import SkillPaths
 
         ckpt = Path(self.cfg.generator.teacher_checkpoint or "")
         if not ckpt.exists():
-            raise ConfigError(f"generator.teacher_checkpoint: {ckpt} does not exist; give a trained skill directory")
+            raise ConfigError(
+                f"generator.teacher_checkpoint: {ckpt} does not exist; give a trained skill directory"
+            )
         return load_policy(SkillPaths(ckpt), device="cpu")
 
-    def generate(self, frame0: np.ndarray, prompt: str, *, num_frames: int | None = None, fps: float | None = None,
-                 seed: int = 0) -> Video:
+    def generate(
+        self,
+        frame0: np.ndarray,
+        prompt: str,
+        *,
+        num_frames: int | None = None,
+        fps: float | None = None,
+        seed: int = 0,
+    ) -> Video:
         """Simulate and render the teacher; the prompt is not used (recorded only)."""
         import torch
         from rich.progress import track
@@ -362,8 +411,13 @@ class SyntheticGenerator:
         n_steps = (int(num_frames) - 1) * k if num_frames else int(math.ceil(g.seconds * hz / k)) * k
         if n_steps < 1:
             raise ConfigError(f"generator.seconds={g.seconds} gives no control steps at {hz:g} Hz")
-        sim = make_sim(spec, SimConfig(backend="mujoco", device="cpu", num_envs=1, num_workers=0, reset_noise=0.0),
-                       num_envs=1, horizon=n_steps, seed=seed)
+        sim = make_sim(
+            spec,
+            SimConfig(backend="mujoco", device="cpu", num_envs=1, num_workers=0, reset_noise=0.0),
+            num_envs=1,
+            horizon=n_steps,
+            seed=seed,
+        )
         try:
             cpg = policy = None
             if g.teacher == "cpg":
@@ -401,8 +455,10 @@ class SyntheticGenerator:
                 if bool(b.terminated[0]) and fell_at is None:
                     fell_at = t
                     if bool(b.nonfinite[0]):
-                        raise GeneratorError(f"the {g.teacher} teacher's physics blew up at step {t} on {spec.name}; "
-                                             "lower generator.gait_amplitude or generator.gait_hz")
+                        raise GeneratorError(
+                            f"the {g.teacher} teacher's physics blew up at step {t} on {spec.name}; "
+                            "lower generator.gait_amplitude or generator.gait_hz"
+                        )
         finally:
             sim.close()
         root_pos = qpos[:, :3].astype(np.float32)
@@ -410,26 +466,48 @@ class SyntheticGenerator:
             bg = np.asarray(self.cfg.camera.background, np.uint8)
             rgb = np.where(mask[..., None], rgb, bg).astype(np.uint8)
         progress = float(root_pos[-1, 0] - root_pos[0, 0])
-        e0_diff = float(np.abs(rgb[0][mask[0]].astype(np.int16) - frame0[mask[0]].astype(np.int16)).mean()) \
-            if frame0.shape == rgb[0].shape and mask[0].any() else None
+        e0_diff = (
+            float(np.abs(rgb[0][mask[0]].astype(np.int16) - frame0[mask[0]].astype(np.int16)).mean())
+            if frame0.shape == rgb[0].shape and mask[0].any()
+            else None
+        )
         params = cpg.to_dict() if cpg is not None else {"checkpoint": g.teacher_checkpoint}
         self.info = {
             "label": "synthetic teacher (benchmark instrument / offline default, not a video model)",
-            "teacher": g.teacher, "robot": spec.name, "control_hz": hz, "subsample": k, "fps": fps_out,
-            "control_steps": n_steps, "root_x_progress_m": round(progress, 4),
-            "mean_speed_mps": round(progress / (n_steps / hz), 4), "fell_at_step": fell_at,
-            "frame0_masked_mad": None if e0_diff is None else round(e0_diff, 3), "teacher_params": params,
-            "prompt_used": False, "background": g.teacher_background,
+            "teacher": g.teacher,
+            "robot": spec.name,
+            "control_hz": hz,
+            "subsample": k,
+            "fps": fps_out,
+            "control_steps": n_steps,
+            "root_x_progress_m": round(progress, 4),
+            "mean_speed_mps": round(progress / (n_steps / hz), 4),
+            "fell_at_step": fell_at,
+            "frame0_masked_mad": None if e0_diff is None else round(e0_diff, 3),
+            "teacher_params": params,
+            "prompt_used": False,
+            "background": g.teacher_background,
         }
         if fell_at is not None:
             log.warning("the synthetic teacher fell at step %d of %d on %s", fell_at, n_steps, spec.name)
-            self.info["warning"] = (f"the synthetic teacher fell at step {fell_at} of {n_steps}; lower "
-                                    "generator.gait_amplitude or generator.gait_hz")
+            self.info["warning"] = (
+                f"the synthetic teacher fell at step {fell_at} of {n_steps}; lower "
+                "generator.gait_amplitude or generator.gait_hz"
+            )
         self.teacher = {
-            "qpos": qpos, "qvel": qvel, "root_pos": root_pos, "root_x": root_pos[:, 0].copy(), "action": actions,
-            "masks": mask, "t": np.arange(n_steps + 1, dtype=np.int64), "fps": np.float64(hz),
-            "video_fps": np.float64(fps_out), "subsample": np.int64(k),
-            "params": np.array(json.dumps(params)), "robot": np.array(spec.name), "teacher": np.array(g.teacher),
+            "qpos": qpos,
+            "qvel": qvel,
+            "root_pos": root_pos,
+            "root_x": root_pos[:, 0].copy(),
+            "action": actions,
+            "masks": mask,
+            "t": np.arange(n_steps + 1, dtype=np.int64),
+            "fps": np.float64(hz),
+            "video_fps": np.float64(fps_out),
+            "subsample": np.int64(k),
+            "params": np.array(json.dumps(params)),
+            "robot": np.array(spec.name),
+            "teacher": np.array(g.teacher),
         }
         return Video(np.ascontiguousarray(rgb[::k]), fps_out)
 

@@ -59,7 +59,9 @@ class BackgroundSegmenter:
         out = np.zeros((T, *video.hw), bool)
         out[0] = m0
         k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-        grow = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * self.max_motion + 1, 2 * self.max_motion + 1))
+        grow = cv2.getStructuringElement(
+            cv2.MORPH_ELLIPSE, (2 * self.max_motion + 1, 2 * self.max_motion + 1)
+        )
         for t in range(1, T):
             diff = np.abs(video.frames[t].astype(np.int16) - bg).max(axis=-1) > self.threshold
             m = cv2.morphologyEx(diff.astype(np.uint8), cv2.MORPH_OPEN, k3)

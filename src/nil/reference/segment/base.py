@@ -39,15 +39,20 @@ def check_first_mask(video: Video, first_mask: np.ndarray) -> np.ndarray:
     if m.shape != video.hw:
         raise SegmentationError(
             f"the first-frame mask has shape {m.shape} but the video frames are {video.hw} (H,W); "
-            "re-render frame0_mask.png at the reference's size or resize it with the nearest-neighbour rule")
+            "re-render frame0_mask.png at the reference's size or resize it with the nearest-neighbour rule"
+        )
     if m.dtype != bool:
         vals = np.unique(m)
         if not np.isin(vals, (0, 1)).all():
-            raise SegmentationError(f"the first-frame mask must be boolean (True = robot), got values {vals[:6]}")
+            raise SegmentationError(
+                f"the first-frame mask must be boolean (True = robot), got values {vals[:6]}"
+            )
         m = m.astype(bool)
     if not m.any():
-        raise SegmentationError("the first-frame mask is empty (no robot pixel); re-render e0 with "
-                                "`nil frame` and check that the camera sees the robot")
+        raise SegmentationError(
+            "the first-frame mask is empty (no robot pixel); re-render e0 with "
+            "`nil frame` and check that the camera sees the robot"
+        )
     return m
 
 
@@ -56,8 +61,9 @@ def check_output(masks: np.ndarray, video: Video, who: str) -> np.ndarray:
     masks = np.asarray(masks)
     want = (video.num_frames, *video.hw)
     if masks.shape != want:
-        raise SegmentationError(f"segmenter {who} returned masks of shape {masks.shape}, expected {want} "
-                                "(report this as a bug)")
+        raise SegmentationError(
+            f"segmenter {who} returned masks of shape {masks.shape}, expected {want} (report this as a bug)"
+        )
     return masks.astype(bool, copy=False)
 
 

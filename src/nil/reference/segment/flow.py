@@ -108,8 +108,17 @@ class FlowSegmenter:
         for t in range(1, T):
             gray = cv2.cvtColor(frames[t], cv2.COLOR_RGB2GRAY)
             flow = dis.calc(gray, prev_gray, None)  # where each pixel of frame t was in frame t-1
-            warped = cv2.remap(out[t - 1].astype(np.float32), gx + flow[..., 0], gy + flow[..., 1],
-                               cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0.5
+            warped = (
+                cv2.remap(
+                    out[t - 1].astype(np.float32),
+                    gx + flow[..., 0],
+                    gy + flow[..., 1],
+                    cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT,
+                    borderValue=0,
+                )
+                > 0.5
+            )
             out[t] = self.refine(frames[t], warped, anchor_hist)
             prev_gray = gray
             if self.progress is not None:

@@ -15,12 +15,15 @@ from nil.config import SegmenterConfig
 from nil.errors import SegmentationError
 from nil.reference.segment.base import iou
 
-_TRY = ("try segmenter.name: sam2 (with weights), a larger camera resolution, or a different reference "
-        "(`nil generate DIR --force` with another generator.seed)")
+_TRY = (
+    "try segmenter.name: sam2 (with weights), a larger camera resolution, or a different reference "
+    "(`nil generate DIR --force` with another generator.seed)"
+)
 
 
-def mask_quality(masks: np.ndarray, first_mask: np.ndarray, cfg: SegmenterConfig, *,
-                 raise_on_failure: bool = True) -> dict[str, Any]:
+def mask_quality(
+    masks: np.ndarray, first_mask: np.ndarray, cfg: SegmenterConfig, *, raise_on_failure: bool = True
+) -> dict[str, Any]:
     """Frame-0 IoU with m0, per-frame area relative to m0, consecutive-frame IoU, warnings; raises on failure."""
     masks = np.asarray(masks, bool)
     m0 = np.asarray(first_mask, bool)
@@ -49,27 +52,37 @@ def mask_quality(masks: np.ndarray, first_mask: np.ndarray, cfg: SegmenterConfig
     }
     warn: list[str] = q["warnings"]
     if q["frame0_iou"] < 0.9:
-        warn.append(f"frame 0 differs from e0's mask (IoU {q['frame0_iou']:.2f}): the segmenter did not honour "
-                    "the prompt")
+        warn.append(
+            f"frame 0 differs from e0's mask (IoU {q['frame0_iou']:.2f}): the segmenter did not honour "
+            "the prompt"
+        )
     big = np.flatnonzero(ratio > cfg.max_area_ratio)
     if big.size:
-        warn.append(f"mask area exceeds {cfg.max_area_ratio:g}x m0 at {big.size} frame(s), first at frame "
-                    f"{int(big[0])} ({ratio[big[0]]:.1f}x)")
+        warn.append(
+            f"mask area exceeds {cfg.max_area_ratio:g}x m0 at {big.size} frame(s), first at frame "
+            f"{int(big[0])} ({ratio[big[0]]:.1f}x)"
+        )
     jumps = [t + 1 for t, v in enumerate(consec) if v < cfg.min_consecutive_iou]
     if jumps:
-        warn.append(f"the mask jumps (consecutive IoU < {cfg.min_consecutive_iou:g}) at {len(jumps)} frame(s), "
-                    f"first at frame {jumps[0]}")
+        warn.append(
+            f"the mask jumps (consecutive IoU < {cfg.min_consecutive_iou:g}) at {len(jumps)} frame(s), "
+            f"first at frame {jumps[0]}"
+        )
     errors = []
     gone = np.flatnonzero(ratio < cfg.min_area_ratio)
     if gone.size:
         t = int(gone[0])
-        errors.append(f"the robot mask vanishes at frame {t} of {T} (area {ratio[t]:.0%} of e0's mask, below "
-                      f"segmenter.min_area_ratio={cfg.min_area_ratio:g})")
+        errors.append(
+            f"the robot mask vanishes at frame {t} of {T} (area {ratio[t]:.0%} of e0's mask, below "
+            f"segmenter.min_area_ratio={cfg.min_area_ratio:g})"
+        )
     full = np.flatnonzero(frac > cfg.max_frame_fraction)
     if full.size:
         t = int(full[0])
-        errors.append(f"the robot mask covers {frac[t]:.0%} of frame {t} (above segmenter.max_frame_fraction="
-                      f"{cfg.max_frame_fraction:g}); the background leaked into the mask")
+        errors.append(
+            f"the robot mask covers {frac[t]:.0%} of frame {t} (above segmenter.max_frame_fraction="
+            f"{cfg.max_frame_fraction:g}); the background leaked into the mask"
+        )
     if errors:
         q["passed"] = False
         q["errors"] = errors
@@ -80,6 +93,8 @@ def mask_quality(masks: np.ndarray, first_mask: np.ndarray, cfg: SegmenterConfig
 
 def summary_line(q: dict[str, Any]) -> str:
     """One line for the CLI: frame-0 IoU, area range, worst consecutive IoU, warnings count."""
-    return (f"frame-0 IoU {q['frame0_iou']:.3f}, area {q['area_ratio_min']:.2f}-{q['area_ratio_max']:.2f}x m0, "
-            f"consecutive IoU min {q['consecutive_iou_min']:.3f} (mean {q['consecutive_iou_mean']:.3f}), "
-            f"{len(q['warnings'])} warning(s)")
+    return (
+        f"frame-0 IoU {q['frame0_iou']:.3f}, area {q['area_ratio_min']:.2f}-{q['area_ratio_max']:.2f}x m0, "
+        f"consecutive IoU min {q['consecutive_iou_min']:.3f} (mean {q['consecutive_iou_mean']:.3f}), "
+        f"{len(q['warnings'])} warning(s)"
+    )

@@ -36,8 +36,6 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 _OBJ_ID = 1
 
 
-
-
 def resolve_device(device: str) -> str:
     """'auto' -> cuda when available, else cpu; anything else is passed through (validated by torch)."""
     import torch
@@ -45,7 +43,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SegmentationError(f"segmenter.device is {device!r} but no CUDA GPU is visible; use 'cpu' or 'auto'")
+        raise SegmentationError(
+            f"segmenter.device is {device!r} but no CUDA GPU is visible; use 'cpu' or 'auto'"
+        )
     return device
 
 
@@ -80,8 +80,13 @@ def sam2_weights_available(model_id: str) -> bool:
 class LiteSam2Processor:
     """The subset of Sam2VideoProcessor that mask-prompted propagation uses, in plain torch."""
 
-    def __init__(self, size: int, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-                 rescale: float = 1 / 255) -> None:
+    def __init__(
+        self,
+        size: int,
+        mean: tuple[float, ...] = IMAGENET_MEAN,
+        std: tuple[float, ...] = IMAGENET_STD,
+        rescale: float = 1 / 255,
+    ) -> None:
         self.target_size = int(size)
         self.mean, self.std, self.rescale = tuple(mean), tuple(std), float(rescale)
 
@@ -107,8 +112,14 @@ class LiteSam2Processor:
             break
         return cls(size, mean, std, rescale)
 
-    def init_video_session(self, video: list[np.ndarray], inference_device: str = "cpu",
-                           video_storage_device: str | None = None, dtype: Any = None, **kwargs: Any):
+    def init_video_session(
+        self,
+        video: list[np.ndarray],
+        inference_device: str = "cpu",
+        video_storage_device: str | None = None,
+        dtype: Any = None,
+        **kwargs: Any,
+    ):
         """Pre-process frames ([H,W,3] uint8 each) and open an inference session."""
         import torch
         import torch.nn.functional as F
@@ -117,42 +128,69 @@ class LiteSam2Processor:
         storage = video_storage_device or inference_device
         frames = torch.from_numpy(np.stack(video)).permute(0, 3, 1, 2).float().to(inference_device)
         H, W = frames.shape[-2:]
-        x = F.interpolate(frames, size=(self.target_size, self.target_size), mode="bilinear",
-                          align_corners=False, antialias=True)
+        x = F.interpolate(
+            frames,
+            size=(self.target_size, self.target_size),
+            mode="bilinear",
+            align_corners=False,
+            antialias=True,
+        )
         mean = torch.tensor(self.mean, device=x.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=x.device).view(1, 3, 1, 1)
         x = ((x * self.rescale - mean) / std).to(storage)
-        return Sam2VideoInferenceSession(video=x, video_height=int(H), video_width=int(W),
-                                         inference_device=inference_device, video_storage_device=storage,
-                                         inference_state_device=inference_device,
-                                         dtype=dtype or torch.float32, **kwargs)
+        return Sam2VideoInferenceSession(
+            video=x,
+            video_height=int(H),
+            video_width=int(W),
+            inference_device=inference_device,
+            video_storage_device=storage,
+            inference_state_device=inference_device,
+            dtype=dtype or torch.float32,
+            **kwargs,
+        )
 
-    def add_inputs_to_inference_session(self, inference_session: Any, frame_idx: int, obj_ids: int,
-                                        input_masks: np.ndarray) -> Any:
+    def add_inputs_to_inference_session(
+        self, inference_session: Any, frame_idx: int, obj_ids: int, input_masks: np.ndarray
+    ) -> Any:
         """Mask prompt, resized to the model's square input like Sam2VideoProcessor does."""
         import torch
         import torch.nn.functional as F
 
         obj_idx = inference_session.obj_id_to_idx(obj_ids)
-        m = torch.as_tensor(np.asarray(input_masks, bool)).float()[None, None].to(inference_session.inference_device)
+        m = (
+            torch.as_tensor(np.asarray(input_masks, bool))
+            .float()[None, None]
+            .to(inference_session.inference_device)
+        )
         if m.shape[-2:] != (self.target_size, self.target_size):
-            m = F.interpolate(m, size=(self.target_size, self.target_size), mode="bilinear",
-                              align_corners=False, antialias=True)
+            m = F.interpolate(
+                m,
+                size=(self.target_size, self.target_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
             m = (m >= 0.5).float()
         inference_session.add_mask_inputs(obj_idx, frame_idx, m)
         inference_session.remove_point_inputs(obj_idx, frame_idx)
         inference_session.obj_with_new_inputs = [obj_ids]
         return inference_session
 
-    def post_process_masks(self, masks: list[Any], original_sizes: list[tuple[int, int]],
-                           binarize: bool = True, mask_threshold: float = 0.0) -> list[Any]:
+    def post_process_masks(
+        self,
+        masks: list[Any],
+        original_sizes: list[tuple[int, int]],
+        binarize: bool = True,
+        mask_threshold: float = 0.0,
+    ) -> list[Any]:
         """Low-resolution mask logits -> frame-size masks (bilinear, then > threshold)."""
         import torch.nn.functional as F
 
         out = []
         for m, hw in zip(masks, original_sizes, strict=True):
-            m = F.interpolate(m.float(), size=(self.target_size, self.target_size), mode="bilinear",
-                              align_corners=False)
+            m = F.interpolate(
+                m.float(), size=(self.target_size, self.target_size), mode="bilinear", align_corners=False
+            )
             m = F.interpolate(m, size=tuple(int(v) for v in hw), mode="bilinear", align_corners=False)
             out.append(m > mask_threshold if binarize else m)
         return out
@@ -178,8 +216,15 @@ class Sam2Segmenter:
 
     name = "sam2"
 
-    def __init__(self, model_id: str = "facebook/sam2.1-hiera-large", *, device: str = "auto",
-                 dtype: str = "auto", chunk_size: int = 64, progress: ProgressFn | None = None) -> None:
+    def __init__(
+        self,
+        model_id: str = "facebook/sam2.1-hiera-large",
+        *,
+        device: str = "auto",
+        dtype: str = "auto",
+        chunk_size: int = 64,
+        progress: ProgressFn | None = None,
+    ) -> None:
         if chunk_size < 2:
             raise SegmentationError("segmenter.chunk_size must be at least 2 (each chunk repeats one frame)")
         self.model_id = str(model_id)
@@ -198,8 +243,9 @@ class Sam2Segmenter:
         try:
             from transformers import Sam2VideoModel
         except ImportError as e:
-            raise SegmentationError(f"transformers cannot load SAM2 ({e}); install transformers>=5, or use "
-                                    "segmenter.name: flow") from None
+            raise SegmentationError(
+                f"transformers cannot load SAM2 ({e}); install transformers>=5, or use segmenter.name: flow"
+            ) from None
         self.device = resolve_device(self.device_name)
         self.dtype = resolve_dtype(self.dtype_name, self.device)
         local = Path(self.model_id).expanduser().is_dir()
@@ -209,7 +255,8 @@ class Sam2Segmenter:
             raise SegmentationError(
                 f"cannot load SAM2 weights {self.model_id!r} ({str(e).splitlines()[0][:200]}): download them "
                 f"(`huggingface-cli download {self.model_id}`), set segmenter.model_id to a local folder, or use "
-                "segmenter.name: flow (offline fallback)") from None
+                "segmenter.name: flow (offline fallback)"
+            ) from None
         self.model = model.to(device=self.device, dtype=self.dtype).eval()
         self.processor, self.processor_kind = self._load_processor()
 
@@ -224,17 +271,27 @@ class Sam2Segmenter:
 
     def info(self) -> dict[str, Any]:
         """What ran: model id, processor, device, dtype, chunk size."""
-        return {"model_id": self.model_id, "processor": self.processor_kind, "device": getattr(self, "device", None),
-                "dtype": str(getattr(self, "dtype", "")).replace("torch.", ""), "chunk_size": self.chunk_size}
+        return {
+            "model_id": self.model_id,
+            "processor": self.processor_kind,
+            "device": getattr(self, "device", None),
+            "dtype": str(getattr(self, "dtype", "")).replace("torch.", ""),
+            "chunk_size": self.chunk_size,
+        }
 
     def _run_chunk(self, frames: np.ndarray, prompt: np.ndarray) -> np.ndarray:
         import torch
 
         H, W = frames.shape[1:3]
-        session = self.processor.init_video_session(video=list(frames), inference_device=self.device,
-                                                    video_storage_device=self.device, dtype=self.dtype)
-        self.processor.add_inputs_to_inference_session(inference_session=session, frame_idx=0, obj_ids=_OBJ_ID,
-                                                       input_masks=prompt)
+        session = self.processor.init_video_session(
+            video=list(frames),
+            inference_device=self.device,
+            video_storage_device=self.device,
+            dtype=self.dtype,
+        )
+        self.processor.add_inputs_to_inference_session(
+            inference_session=session, frame_idx=0, obj_ids=_OBJ_ID, input_masks=prompt
+        )
         out = np.zeros((len(frames), H, W), bool)
         seen = np.zeros(len(frames), bool)
         with torch.inference_mode():
@@ -243,7 +300,9 @@ class Sam2Segmenter:
                 out[o.frame_idx] = m[0, 0].cpu().numpy().astype(bool)
                 seen[o.frame_idx] = True
         if not seen.all():
-            raise SegmentationError(f"SAM2 returned {int(seen.sum())} of {len(frames)} frames (report this as a bug)")
+            raise SegmentationError(
+                f"SAM2 returned {int(seen.sum())} of {len(frames)} frames (report this as a bug)"
+            )
         return out
 
     def segment(self, video: Video, first_mask: np.ndarray) -> np.ndarray:
@@ -256,13 +315,15 @@ class Sam2Segmenter:
         while True:
             end = min(start + self.chunk_size, T)
             chunk = self._run_chunk(video.frames[start:end], prompt)
-            out[start:end] = chunk if start == 0 else np.concatenate([out[start:start + 1], chunk[1:]])
+            out[start:end] = chunk if start == 0 else np.concatenate([out[start : start + 1], chunk[1:]])
             if self.progress is not None:
                 self.progress(end, T)
             if end >= T:
                 break
             start, prompt = end - 1, chunk[-1]
             if not prompt.any():
-                raise SegmentationError(f"SAM2 lost the robot by frame {start} (empty mask); try a larger "
-                                        "segmenter.chunk_size, a bigger SAM2 model, or segmenter.name: flow")
+                raise SegmentationError(
+                    f"SAM2 lost the robot by frame {start} (empty mask); try a larger "
+                    "segmenter.chunk_size, a bigger SAM2 model, or segmenter.name: flow"
+                )
         return out

@@ -54,11 +54,15 @@ def resolve_segmenter_name(name: str, model_id: str) -> tuple[str, str | None]:
 
     if sam2_weights_available(model_id):
         return "sam2", None
-    return "flow", (f"SAM2 weights {model_id!r} are not on this machine; using the offline flow-propagation "
-                    "segmenter (set segmenter.name: sam2 to download them)")
+    return "flow", (
+        f"SAM2 weights {model_id!r} are not on this machine; using the offline flow-propagation "
+        "segmenter (set segmenter.name: sam2 to download them)"
+    )
 
 
-def make_segmenter(cfg: SkillConfig, name: str | None = None, progress: ProgressFn | None = None) -> Segmenter:
+def make_segmenter(
+    cfg: SkillConfig, name: str | None = None, progress: ProgressFn | None = None
+) -> Segmenter:
     """Build the segmenter `name` (already resolved) with the skill's segmenter settings."""
     s = cfg.segmenter
     name = name or s.name
@@ -67,7 +71,9 @@ def make_segmenter(cfg: SkillConfig, name: str | None = None, progress: Progress
     if name == "sam2":
         from nil.reference.segment.sam2 import Sam2Segmenter
 
-        return Sam2Segmenter(s.model_id, device=s.device, dtype=s.dtype, chunk_size=s.chunk_size, progress=progress)
+        return Sam2Segmenter(
+            s.model_id, device=s.device, dtype=s.dtype, chunk_size=s.chunk_size, progress=progress
+        )
     if name == "flow":
         from nil.reference.segment.flow import FlowSegmenter
 
@@ -87,19 +93,28 @@ def _load_video(paths: SkillPaths) -> tuple[Video, str]:
         from nil.reference.video import read_video
 
         if not paths.retimed.is_file():
-            raise MissingStageError(f"{paths.retimed} is missing; run `nil generate {paths.root}` first") from None
+            raise MissingStageError(
+                f"{paths.retimed} is missing; run `nil generate {paths.root}` first"
+            ) from None
         return read_video(paths.retimed), sha256_file(paths.retimed)
     video = load_reference(paths)
     sha = load_meta(paths).get("retimed_sha256") or sha256_file(paths.retimed)
     return video, sha
 
 
-def _cache_key(video_sha: str, m0: np.ndarray, cfg: SkillConfig, resolved: str, render_hw: tuple[int, int]) -> str:
-    return sha256_json({
-        "version": SEGMENT_VERSION, "retimed_sha256": video_sha,
-        "first_mask_sha256": sha256_bytes(np.packbits(m0).tobytes() + str(m0.shape).encode()),
-        "segmenter": cfg.segmenter.model_dump(mode="json"), "resolved": resolved, "render_hw": list(render_hw),
-    })
+def _cache_key(
+    video_sha: str, m0: np.ndarray, cfg: SkillConfig, resolved: str, render_hw: tuple[int, int]
+) -> str:
+    return sha256_json(
+        {
+            "version": SEGMENT_VERSION,
+            "retimed_sha256": video_sha,
+            "first_mask_sha256": sha256_bytes(np.packbits(m0).tobytes() + str(m0.shape).encode()),
+            "segmenter": cfg.segmenter.model_dump(mode="json"),
+            "resolved": resolved,
+            "render_hw": list(render_hw),
+        }
+    )
 
 
 def save_masks(path: Path, masks: np.ndarray) -> Path:
@@ -122,7 +137,9 @@ def load_masks(paths: SkillPaths) -> np.ndarray:
             shape = tuple(int(v) for v in z["shape"])
             packed = z["masks"]
     except Exception as e:  # noqa: BLE001 - a corrupt file is a user-fixable state
-        raise SegmentationError(f"{paths.masks} is unreadable ({e}); run `nil segment {paths.root} --force`") from None
+        raise SegmentationError(
+            f"{paths.masks} is unreadable ({e}); run `nil segment {paths.root} --force`"
+        ) from None
     if len(shape) != 3:
         raise SegmentationError(f"{paths.masks} holds shape {shape}, not [T,H,W]; run `nil segment --force`")
     return np.unpackbits(packed, axis=-1, count=shape[2]).astype(bool).reshape(shape)
@@ -144,16 +161,19 @@ def _record_in_meta(paths: SkillPaths, entry: dict[str, Any]) -> None:
     atomic_write_json(paths.meta, meta)
 
 
-def segment_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False,
-                      progress: ProgressFn | None = None) -> dict[str, Any]:
+def segment_reference(
+    paths: SkillPaths, cfg: SkillConfig, force: bool = False, progress: ProgressFn | None = None
+) -> dict[str, Any]:
     """Segment the retimed reference (cached); writes masks.npz + segment.json and returns segment.json's dict."""
     console = _console()
     video, video_sha = _load_video(paths)
     m0 = read_first_mask(paths)
     render_hw = (int(cfg.camera.height), int(cfg.camera.width))
     if m0.shape != render_hw:
-        raise SegmentationError(f"{paths.frame0_mask} is {m0.shape} but the camera renders {render_hw} (H,W); "
-                                f"re-render e0 with `nil generate {paths.root} --force`")
+        raise SegmentationError(
+            f"{paths.frame0_mask} is {m0.shape} but the camera renders {render_hw} (H,W); "
+            f"re-render e0 with `nil generate {paths.root} --force`"
+        )
     resolved, notice = resolve_segmenter_name(cfg.segmenter.name, cfg.segmenter.model_id)
     key = _cache_key(video_sha, m0, cfg, resolved, render_hw)
     old = _read_json(paths.segment_meta)
@@ -165,8 +185,10 @@ def segment_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False,
     seg = make_segmenter(cfg, resolved, progress=progress)
     m0_video = resize_masks(m0, video.hw)
     if not m0_video.any():
-        raise SegmentationError(f"e0's mask vanishes when resized to the reference's {video.hw}; use a larger "
-                                "camera or reference resolution")
+        raise SegmentationError(
+            f"e0's mask vanishes when resized to the reference's {video.hw}; use a larger "
+            "camera or reference resolution"
+        )
     t0 = time.perf_counter()
     raw = check_output(seg.segment(video, m0_video), video, resolved)
     wall = time.perf_counter() - t0
@@ -201,7 +223,9 @@ def segment_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False,
         mask_quality(masks, m0, cfg.segmenter, raise_on_failure=True)
     save_masks(paths.masks, masks)
     atomic_write_json(paths.segment_meta, record)
-    _record_in_meta(paths, {"segmenter": resolved, "model_id": record["model_id"], "segment_json": "segment.json"})
+    _record_in_meta(
+        paths, {"segmenter": resolved, "model_id": record["model_id"], "segment_json": "segment.json"}
+    )
     return record
 
 
@@ -214,8 +238,14 @@ def segment_command(directory: str | Path, force: bool = False) -> dict[str, Any
     paths = SkillPaths(Path(directory))
     cfg = load_config(paths.config)
     console = _console()
-    with Progress(TextColumn("segmenting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True) as bar:
+    with Progress(
+        TextColumn("segmenting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("segment", total=None)
 
         def _progress(done: int, total: int) -> None:
@@ -225,8 +255,10 @@ def segment_command(directory: str | Path, force: bool = False) -> dict[str, Any
     who = record["segmenter"] + (f" ({record['model_id']})" if record.get("model_id") else "")
     if record["segmenter"] in ("flow", "background"):
         who += " (classical fallback, no model weights)"
-    console.print(f"segmenter: {who}; {record['num_frames']} frames at {record['render_hw'][1]}x"
-                  f"{record['render_hw'][0]}, {record['frames_per_s']:g} frames/s")
+    console.print(
+        f"segmenter: {who}; {record['num_frames']} frames at {record['render_hw'][1]}x"
+        f"{record['render_hw'][0]}, {record['frames_per_s']:g} frames/s"
+    )
     console.print(f"quality: {summary_line(record['quality'])}")
     for w in record["quality"]["warnings"]:
         console.print(f"[yellow]warning:[/yellow] {w}")
