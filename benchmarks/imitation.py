@@ -2,13 +2,21 @@
 
 For each robot, a synthetic teacher (a simulated gait) is rendered into the reference video; NIL then
 runs its whole pipeline (flow segmentation of the rendered video, IoU + regulariser reward, SAC) with no
-access to the teacher's states, and the trained policy is scored against the teacher's ground truth:
-velocity ratio (agent / teacher mean forward velocity), mean mask IoU, joint-angle RMSE after DTW, and
-the walking task reward relative to the teacher's (the analogue of the paper's NIL / expert ratios).
-A random-action policy in the same simulator is the baseline. Wall-clock covers every stage.
+access to the teacher's states, and the trained policy is scored against the teacher's ground truth
+(reference/teacher.npz, read only by evaluation).
 
-    python benchmarks/imitation.py                       # ant and unitree_a1 at the demo budget
-    python benchmarks/imitation.py --robots ant --steps 20000 --out /tmp/nil_bench
+The protocol (docs/benchmarks.md, "Imitation (known-answer)"):
+- every robot is trained from >= 3 seeds (the top-level `seed`: learner, sim and baselines; the reference
+  and its masks are the same for all seeds, made once and linked into each seed's folder);
+- every policy is scored over >= 5 deterministic evaluation episodes (different reset noise);
+- velocities are compared after the teacher's start-up ramp (nil.evaluation.metrics.ramp_end: the ramp
+  ends half a 0.5-s window after the teacher's windowed forward speed first reaches 90 % of its
+  second-half mean);
+- each figure is the mean +- sd over seeds (of each seed's mean over its episodes) and the worst seed,
+  next to random actions, standing still (zero actions) and the teacher's own replay.
+
+    python benchmarks/imitation.py                              # ant and unitree_a1, 3 seeds, demo budget
+    python benchmarks/imitation.py --robots ant --seeds 0 1 2 --steps 20000 --out /tmp/nil_bench
 """
 
 from __future__ import annotations
@@ -19,13 +27,17 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 _SHARED = Path(__file__).resolve().parents[2] / "shared" / "menagerie"
 if "MENAGERIE_ROOT" not in os.environ and _SHARED.is_dir():
     os.environ["MENAGERIE_ROOT"] = str(_SHARED)
 
-# The paper's NIL / expert env.-reward ratios (CVPR table): H1 396.1/400, A1 290.3/300, Talos 352.8/400, G1 356.9/400.
+# The paper's NIL / expert env.-reward ratios (CVPR table): H1 396.1/400, A1 290.3/300, Talos 352.8/400,
+# G1 356.9/400.
 PAPER = {
     "unitree_h1": 396.1 / 400,
     "unitree_a1": 290.3 / 300,
@@ -40,89 +52,155 @@ ROBOT_OVERRIDES: dict[str, list[str]] = {
     "unitree_go2": ["robot.name=unitree_go2"],
 }
 
+# The figures of the table: (metrics.json key, label, which end is worse).
+FIGURES = (
+    ("mean_iou", "mean IoU", "low"),
+    ("velocity_ratio", "velocity ratio (after the ramp)", "low"),
+    ("root_traj_error", "root-trajectory error [m]", "high"),
+    ("falls", "falls (fraction of episodes)", "high"),
+)
+ROWS = (("random", "random"), ("zero", "standing"), ("teacher", "teacher replay"))
+MIN_SEEDS, MIN_EPISODES = 3, 5
 
-def run_one(robot: str, out: Path, steps: int | None, extra: list[str], fresh: bool) -> dict:
-    """Run the pipeline for one robot and return the benchmark row."""
+
+def robot_config(robot: str, seed: int, extra: list[str]):
+    """The demo config for one robot and seed (plus the user's overrides)."""
+    from nil.evaluation.pipeline import demo_config
+
+    return demo_config([*ROBOT_OVERRIDES.get(robot, [f"robot.name={robot}"]), f"seed={seed}", *extra])
+
+
+def run_seed(
+    robot: str, seed: int, root: Path, steps: int | None, episodes: int, extra: list[str], fresh: bool
+) -> dict[str, Any]:
+    """Train and evaluate one seed of one robot; returns its eval/metrics.json content plus wall-clock."""
     import shutil
 
     from nil.config import save_config
-    from nil.evaluation.pipeline import demo_config, run_skill
+    from nil.evaluation.pipeline import run_skill
+    from nil.paths import SkillPaths
+    from nil.reference.bundle import generate_reference
+    from nil.reference.segment import segment_reference
+    from nil.scale.references import link_stage1
 
-    skill = out / f"{robot}_walking"
+    ref_dir = root / "_reference"
+    skill = root / f"seed{seed}"
     if fresh and skill.exists():
         shutil.rmtree(skill)
+    cfg = robot_config(robot, seed, extra)
     if not (skill / "skill.yaml").exists():
-        save_config(demo_config([*ROBOT_OVERRIDES.get(robot, [f"robot.name={robot}"]), *extra]), skill)
+        save_config(cfg, skill)
+    # one reference and one set of masks for every seed: the seeds differ in the learner, not in the task
+    save_config(cfg, ref_dir)
+    generate_reference(SkillPaths(ref_dir), cfg)
+    segment_reference(SkillPaths(ref_dir), cfg)
+    link_stage1(ref_dir, skill)
     t0 = time.perf_counter()
-    m = run_skill(skill, steps=steps)
-    wall = time.perf_counter() - t0
-    tr, rnd = m["trained"], m["baselines"]["random"]
-    teacher = m["baselines"].get("teacher", {})
-    row = {
-        "robot": robot,
-        "steps": m["policy"]["step"],
-        "horizon": m["horizon"],
-        "control_hz": m["control_hz"],
-        "velocity_ratio": tr.get("velocity_ratio"),
-        "velocity_ratio_random": rnd.get("velocity_ratio"),
-        "mean_iou": tr.get("mean_iou"),
-        "mean_iou_random": rnd.get("mean_iou"),
-        "mean_iou_teacher": teacher.get("mean_iou"),
-        "joint_rmse_dtw": tr.get("joint_rmse_dtw"),
-        "joint_rmse_dtw_random": rnd.get("joint_rmse_dtw"),
-        "task_reward": tr.get("task_reward"),
-        "task_reward_teacher": teacher.get("task_reward"),
-        "task_ratio": (tr["task_reward"] / teacher["task_reward"]) if teacher.get("task_reward") else None,
-        "falls": tr.get("falls"),
-        "wall_s": wall,
-        "stage_seconds": m.get("stage_seconds"),
-        "stages": m.get("stages"),
-        "report": m.get("report"),
-    }
-    return row
+    m = run_skill(skill, steps=steps, episodes=episodes)
+    m["wall_s"] = time.perf_counter() - t0
+    m["seed"] = seed
+    return m
 
 
-def _f(v, nd=2) -> str:
+def summarize_robot(robot: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure: trained mean +- sd over seeds and the worst seed; the baselines' mean over seeds."""
+    out: dict[str, Any] = {"robot": robot, "seeds": [r["seed"] for r in runs], "figures": {}}
+    out["episodes"] = min(int(r["episodes"]) for r in runs)
+    out["steps"] = [r["policy"]["step"] for r in runs]
+    out["ramp_steps"] = runs[0].get("ramp_steps")
+    out["warnings"] = sorted({w for r in runs for w in r.get("warnings") or []})
+    for key, _, worse in FIGURES:
+        vals = [r["trained"][key] for r in runs if key in r["trained"]]
+        fig: dict[str, Any] = {}
+        if vals:
+            fig["mean"] = float(np.mean(vals))
+            fig["sd"] = float(np.std(vals))
+            fig["worst"] = float(min(vals) if worse == "low" else max(vals))
+            fig["per_seed"] = [round(float(v), 4) for v in vals]
+        for name, _ in ROWS:
+            b = [r["baselines"][name][key] for r in runs if key in r["baselines"].get(name, {})]
+            if b:
+                fig[name] = float(np.mean(b))
+        out["figures"][key] = fig
+    # every seed beats standing and random on IoU and on velocity (issue 13's target)
+    beats = []
+    for r in runs:
+        ok = True
+        for key in ("mean_iou", "velocity_ratio"):
+            tr = r["trained"].get(key)
+            for name in ("random", "zero"):
+                b = r["baselines"].get(name, {}).get(key)
+                if tr is None or b is None or not tr > b:
+                    ok = False
+        beats.append(ok)
+    out["seeds_beating_baselines"] = int(sum(beats))
+    out["wall_min_per_seed"] = float(np.mean([r["wall_s"] for r in runs]) / 60)
+    return out
+
+
+def _f(v: Any, nd: int = 2) -> str:
     return "–" if v is None else f"{v:.{nd}f}"
 
 
-def markdown(rows: list[dict]) -> str:
-    """The results as a markdown table."""
-    lines = [
-        "| robot | env steps | velocity ratio (random) | mean IoU (random / teacher) | joint RMSE DTW rad (random) "
-        "| task reward / teacher's | paper NIL/expert | wall-clock |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['robot']} | {r['steps']} | {_f(r['velocity_ratio'])} ({_f(r['velocity_ratio_random'])}) "
-            f"| {_f(r['mean_iou'])} ({_f(r['mean_iou_random'])} / {_f(r['mean_iou_teacher'])}) "
-            f"| {_f(r['joint_rmse_dtw'])} ({_f(r['joint_rmse_dtw_random'])}) | {_f(r['task_ratio'])} "
-            f"| {_f(PAPER.get(r['robot']))} | {r['wall_s'] / 60:.1f} min |"
-        )
+def markdown(summaries: list[dict[str, Any]]) -> str:
+    """The results as one markdown table per robot."""
+    lines: list[str] = []
+    for s in summaries:
+        n = len(s["seeds"])
+        lines += [
+            f"**{s['robot']}**: {n} seeds x {s['episodes']} eval episodes, {s['steps'][0]} env steps, "
+            f"velocities after the teacher's {s['ramp_steps']}-step start-up ramp; "
+            f"{s['seeds_beating_baselines']}/{n} seeds beat random and standing on IoU and velocity; "
+            f"{s['wall_min_per_seed']:.1f} min per seed"
+            + (f"; paper NIL/expert reward ratio {PAPER[s['robot']]:.2f}" if s["robot"] in PAPER else ""),
+            "",
+            "| figure | trained (mean ± sd over seeds) | worst seed | random | standing | teacher replay |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for key, label, _ in FIGURES:
+            f = s["figures"][key]
+            trained = f"{_f(f.get('mean'))} ± {_f(f.get('sd'))}" if "mean" in f else "–"
+            lines.append(
+                f"| {label} | {trained} | {_f(f.get('worst'))} | {_f(f.get('random'))} "
+                f"| {_f(f.get('zero'))} | {_f(f.get('teacher'))} |"
+            )
+        lines += [f"> warning: {w}" for w in s["warnings"]]
+        lines.append("")
     return "\n".join(lines)
 
 
 def main() -> None:
-    """Parse arguments, run each robot, print the table, write results.json."""
+    """Parse arguments, run every seed of every robot, print the tables, write results.json."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--robots", nargs="+", default=["ant", "unitree_a1"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--episodes", type=int, default=MIN_EPISODES, help="eval episodes per seed")
     ap.add_argument("--steps", type=int, default=None, help="env steps (default: the demo budget)")
     ap.add_argument("--out", type=Path, default=Path("/tmp/nil_bench_imitation"))
     ap.add_argument("--set", dest="extra", nargs="*", default=[], help="extra config overrides key=value")
-    ap.add_argument(
-        "--resume", action="store_true", help="reuse existing skill folders (default: start fresh)"
-    )
+    ap.add_argument("--resume", action="store_true", help="reuse existing seed folders (default: fresh)")
     args = ap.parse_args()
+    if len(args.seeds) < MIN_SEEDS or args.episodes < MIN_EPISODES:
+        print(
+            f"note: {len(args.seeds)} seed(s) x {args.episodes} episode(s) is below the protocol's "
+            f"{MIN_SEEDS} x {MIN_EPISODES}; the figures are not a result"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    runs: dict[str, list[dict[str, Any]]] = {}
+    summaries = []
     for robot in args.robots:
-        rows.append(run_one(robot, args.out, args.steps, args.extra, fresh=not args.resume))
-        (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+        for seed in args.seeds:
+            m = run_seed(
+                robot, seed, args.out / robot, args.steps, args.episodes, args.extra, fresh=not args.resume
+            )
+            runs.setdefault(robot, []).append(m)
+            (args.out / "runs.json").write_text(json.dumps(runs, indent=1, default=str))
+        summaries.append(summarize_robot(robot, runs[robot]))
+        (args.out / "results.json").write_text(json.dumps(summaries, indent=2))
     print()
     print(f"machine: {platform.node()} {os.cpu_count()} CPUs, python {platform.python_version()}")
-    print(markdown(rows))
-    print(f"results: {args.out / 'results.json'}")
+    print(markdown(summaries))
+    print(f"results: {args.out / 'results.json'} (per-seed metrics: {args.out / 'runs.json'})")
 
 
 if __name__ == "__main__":

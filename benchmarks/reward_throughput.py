@@ -1,7 +1,15 @@
 """Reward throughput: batched IoU + regularisers vs a naive per-env numpy loop, and TimeSformer-base clips/s.
 
-    python benchmarks/reward_throughput.py                 # CPU: N = 1, 4, 16, 64 at 224², TimeSformer batch 1, 4
+    python benchmarks/reward_throughput.py                 # CPU: N = 1, 4, 16, 64 at 224², TimeSformer 1, 4
     python benchmarks/reward_throughput.py --gpu-batch 64  # also the GPU (bf16) when CUDA is present
+    python benchmarks/reward_throughput.py --cpu-batches   # no TimeSformer: the cheap terms only
+
+The "beyond the paper" table gives the cost of reward.iou_window and reward.speed_weight as a ratio to the
+paper's IoU + regularisers in the same run.
+
+    python benchmarks/reward_throughput.py --reference DIR --envs --cpu-batches --gpu-batch
+        # DIR: a skill with a synthetic reference (nil generate + nil segment): how well the root velocity
+        # and gait period estimated from the video match teacher.npz, and S_M under phase slips
 
 TimeSformer uses the base config (TimesformerConfig() defaults = the K400 model's shape) with random
 weights, saved and loaded through load_encoder (no download); speed does not depend on the weights.
@@ -17,9 +25,9 @@ import time
 import numpy as np
 import torch
 
+from nil.compat import hide_broken_torchvision
 from nil.config import EncoderConfig, RewardConfig
 from nil.reward import NILReward, load_encoder
-from nil.reward.encoders import _guard_broken_torchvision
 from nil.sim.base import SimBatch
 
 HW = 224
@@ -115,8 +123,167 @@ def bench_terms(ns: list[int], min_time: float) -> None:
         print(f"| {n} | {n / tb:,.0f} | {n / tn:,.0f} | {tn / tb:.1f}x |")
 
 
+def bench_beyond_paper(ns: list[int], min_time: float) -> None:
+    ref = torch.rand(T_REF, HW, HW, generator=torch.Generator().manual_seed(1)) > 0.7
+    vel = torch.zeros(T_REF, 2)
+    vel[:, 0] = 0.5
+    variants = {
+        "paper (IoU + P)": {},
+        "iou_window 2": {"iou_window": 2},
+        "iou_window 3": {"iou_window": 3},
+        "speed_weight 1": {"speed_weight": 1.0},
+    }
+    print(f"\n## Beyond-paper terms, {HW}x{HW}, CPU: env-steps/s and cost relative to the paper's terms")
+    print("| N envs | " + " | ".join(variants) + " |")
+    print("|---:|" + "---:|" * len(variants))
+    for n in ns:
+        b = make_batch(n)
+        rews = [
+            NILReward(
+                RewardConfig(use_video=False, **over),
+                ref_masks=ref,
+                num_envs=n,
+                action_dim=NU,
+                device="cpu",
+                ref_root_vel=vel,
+            )
+            for over in variants.values()
+        ]
+        best = [float("inf")] * len(rews)
+        # interleaved rounds, best of each: the shared cores' load hits every variant alike
+        for _ in range(5):
+            for i, rew in enumerate(rews):
+                best[i] = min(best[i], timeit(lambda: rew(b), min_time / 10))  # noqa: B023
+        rates = [n / s for s in best]
+        cells = [f"{rates[0]:,.0f}"] + [f"{r:,.0f} ({rates[0] / r:.2f}x)" for r in rates[1:]]
+        print(f"| {n} | " + " | ".join(cells) + " |")
+
+
+def bench_reference(root: str) -> None:
+    """Beyond-paper estimates from a synthetic reference's video against its teacher.npz (evaluation only)."""
+    import json
+    from pathlib import Path
+
+    from nil.config import load_config
+    from nil.paths import SkillPaths
+    from nil.reference.motion import estimate_gait_period, reference_root_velocity
+    from nil.reference.segment import load_masks
+    from nil.robots import robot_from_config
+
+    paths = SkillPaths(Path(root))
+    cfg = load_config(paths.config)
+    t0 = time.perf_counter()
+    est = reference_root_velocity(paths, robot_from_config(cfg))
+    t_est = time.perf_counter() - t0
+    with np.load(paths.teacher) as z:
+        te = {k: z[k] for k in z.files}
+    fps = float(te["fps"])
+    true = np.gradient(te["root_pos"][:, :2].astype(np.float64), 1.0 / fps, axis=0)
+    err = np.linalg.norm(est - true, axis=1)
+    k = np.ones(20) / 20
+    sm = np.hypot(*[np.convolve(est[:, i] - true[:, i], k, "valid") for i in range(2)])
+    print(f"\n## Root velocity from the floor flow vs teacher.npz ({root}, {len(est)} frames, {t_est:.1f} s)")
+    print("| | estimated | true |\n|---|---:|---:|")
+    print(f"| mean v_x (m/s) | {est[:, 0].mean():.3f} | {true[:, 0].mean():.3f} |")
+    print(f"| mean v_y (m/s) | {est[:, 1].mean():.3f} | {true[:, 1].mean():.3f} |")
+    print(
+        f"per-frame |error| median {np.median(err):.3f}, p90 {np.percentile(err, 90):.3f} m/s; "
+        f"0.2 s averages: mean {sm.mean():.3f}, max {sm.max():.3f} m/s"
+    )
+    masks = load_masks(paths)
+    params = json.loads(str(te["params"])).get("params", {})
+    period = estimate_gait_period(masks, fps)
+    hz = params.get("gait_hz")
+    print(
+        f"gait period from the masks: {period if period is None else round(period, 3)} s "
+        f"(teacher gait_hz {hz}: {None if not hz else round(1 / hz, 3)} s)"
+    )
+    ref = torch.from_numpy(masks)
+    agent = torch.from_numpy(np.asarray(te["masks"]))
+    t = torch.arange(30, len(ref) - 10)
+    base = make_batch(len(t))
+    base.mask = agent[t]
+    print("\n## S_M under phase slips (the teacher's sim masks shifted by k frames vs the reference masks)")
+    shifts = (0, 1, 2, 3, 5, 10)
+    print("| S_M setting | " + " | ".join(f"shift {k}" for k in shifts) + " | standing still (e0) |")
+    print("|---|" + "---:|" * (len(shifts) + 1))
+    settings = [{"iou_window": w} for w in (0, 1, 2, 3, 5, 10)]
+    for over in settings:
+        rew = NILReward(
+            RewardConfig(use_video=False, **over),
+            ref_masks=ref,
+            num_envs=len(t),
+            action_dim=NU,
+            device="cpu",
+        )
+        vals = []
+        for k in (*shifts, None):
+            base.mask = agent[:1].expand(len(t), -1, -1) if k is None else agent[t + k]
+            base.t = t
+            vals.append(float(rew(base).terms["raw/iou"].mean()))
+        label = ", ".join(f"{k} {v}" for k, v in over.items())
+        print(f"| {label} | " + " | ".join(f"{v:.3f}" for v in vals) + " |")
+
+
+def bench_rollouts(root: str) -> None:
+    """Per-step reward terms of the teacher's action replay, standing still and random actions in the sim."""
+    from pathlib import Path
+
+    from nil.config import SimConfig, load_config
+    from nil.paths import SkillPaths
+    from nil.reference.motion import reference_root_velocity
+    from nil.reference.segment import load_masks
+    from nil.robots import robot_from_config
+    from nil.sim import make_sim
+
+    paths = SkillPaths(Path(root))
+    cfg = load_config(paths.config)
+    spec = robot_from_config(cfg)
+    masks = torch.from_numpy(load_masks(paths))
+    vel = torch.from_numpy(reference_root_velocity(paths, spec, masks.numpy()))
+    with np.load(paths.teacher) as z:
+        actions = torch.from_numpy(np.asarray(z["action"], np.float32))
+    horizon = len(masks) - 1
+    rcfg = RewardConfig(use_video=False, speed_weight=1.0, iou_window=3)
+    sim = make_sim(spec, SimConfig(num_envs=1, num_workers=0, reset_noise=0.0), horizon=horizon, seed=0)
+    g = torch.Generator().manual_seed(0)
+    policies = {
+        "teacher's actions replayed": lambda t: actions[min(t + 1, len(actions) - 1)][None],
+        "standing still (zero action)": lambda t: torch.zeros(1, sim.action_dim),
+        "random actions": lambda t: torch.rand(1, sim.action_dim, generator=g) * 2 - 1,
+    }
+    keys = ("raw/iou_exact", "raw/iou", "raw/speed", "raw/reg")
+    print(f"\n## Mean per-step terms in the simulator ({root}, {horizon} steps, 1 episode each)")
+    print("| policy | S_M (paper) | S_M, iou_window 3 | S_R (σ 0.25) | P | fell at |")
+    print("|---|---:|---:|---:|---:|---:|")
+    try:
+        for name, act in policies.items():
+            rew = NILReward(
+                rcfg, ref_masks=masks, num_envs=1, action_dim=sim.action_dim, device="cpu", ref_root_vel=vel
+            )
+            b = sim.reset()
+            rew.reset(None, b)
+            sums = dict.fromkeys(keys, 0.0)
+            steps, fell = 0, None
+            for t in range(horizon):
+                b = sim.step(act(t))
+                out = rew(b)
+                for k in keys:
+                    sums[k] += float(out.terms[k][0])
+                steps += 1
+                if bool(b.terminated[0]):
+                    fell = t + 1
+                    break
+                if bool(b.truncated[0]):
+                    break
+            cells = " | ".join(f"{sums[k] / steps:.3f}" for k in keys)
+            print(f"| {name} | {cells} | {fell if fell is not None else '-'} |")
+    finally:
+        sim.close()
+
+
 def bench_timesformer(batches: list[int], device: str, dtype: str, min_reps: int) -> None:
-    _guard_broken_torchvision()
+    hide_broken_torchvision()
     from transformers import TimesformerConfig, TimesformerModel
 
     mcfg = TimesformerConfig()  # base: 224², 8 frames, 12 layers, hidden 768, divided space-time attention
@@ -145,17 +312,23 @@ def bench_timesformer(batches: list[int], device: str, dtype: str, min_reps: int
 def main() -> None:
     """Run the benchmark and print markdown tables."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--envs", type=int, nargs="+", default=[1, 4, 16, 64])
+    ap.add_argument("--envs", type=int, nargs="*", default=[1, 4, 16, 64])
     ap.add_argument("--min-time", type=float, default=1.5, help="seconds per timed reward measurement")
     ap.add_argument("--cpu-batches", type=int, nargs="*", default=[1, 4])
     ap.add_argument("--cpu-reps", type=int, default=1, help="timed TimeSformer calls per CPU batch size")
     ap.add_argument("--gpu-batch", type=int, nargs="*", default=[64, 128])
+    ap.add_argument("--reference", default=None, help="a synthetic skill dir: estimates vs teacher.npz")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"# reward_throughput on {platform.processor() or platform.machine()}, torch {torch.__version__}")
-    bench_terms(args.envs, args.min_time)
+    if args.envs:
+        bench_terms(args.envs, args.min_time)
+        bench_beyond_paper(args.envs, args.min_time)
+    if args.reference:
+        bench_reference(args.reference)
+        bench_rollouts(args.reference)
     if args.cpu_batches:
         bench_timesformer(args.cpu_batches, "cpu", "float32", args.cpu_reps)
     if torch.cuda.is_available() and args.gpu_batch:

@@ -10,6 +10,9 @@ its own scene update (mujoco.Renderer), mask from the segmentation ids.
     python benchmarks/sim_throughput.py --backend warp --workers 0   # other backends through make_sim
     python benchmarks/sim_throughput.py --backend warp --device cuda:0 --robots unitree_h1 unitree_a1 \
         --res 224 --num-envs 1024 4096 --no-naive                    # MuJoCo Warp on a GPU
+    python benchmarks/sim_throughput.py --robots ant --res 112 --workers 1 --no-naive --compare-rgb
+        # also with set_render(False) (mask only: what the reward needs when S_V is off): the median
+        # ratio of alternating pairs, so that load from other processes hits both settings alike
 """
 
 from __future__ import annotations
@@ -88,9 +91,9 @@ def naive_steps_per_s(spec, steps: int, seed: int = 0) -> float:
 
 
 def sim_steps_per_s(
-    spec, backend: str, workers: int, num_envs: int, steps: int, device: str, seed: int = 0
+    spec, backend: str, workers: int, num_envs: int, steps: int, device: str, seed: int = 0, rgb: bool = True
 ) -> float:
-    """Env-steps/s of make_sim (any backend) with random actions, resetting envs that end."""
+    """Env-steps/s of make_sim (any backend), random actions, resetting envs that end (rgb: set_render)."""
     import torch
 
     from nil.config import SimConfig
@@ -99,6 +102,7 @@ def sim_steps_per_s(
     cfg = SimConfig(backend=backend, num_envs=num_envs, num_workers=workers, device=device)
     sim = make_sim(spec, cfg, num_envs=num_envs, horizon=1000, seed=seed)
     try:
+        sim.set_render(rgb)
         g = torch.Generator().manual_seed(seed)
         sim.reset()
         for _ in range(3):
@@ -129,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=100, help="timed control steps per configuration")
     ap.add_argument("--naive-steps", type=int, default=20)
     ap.add_argument("--no-naive", action="store_true")
+    ap.add_argument(
+        "--compare-rgb",
+        action="store_true",
+        help="also time set_render(False) (mask only) and report the ratio",
+    )
+    ap.add_argument("--repeats", type=int, default=3, help="with --compare-rgb: alternating pairs (median)")
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
 
@@ -155,7 +165,21 @@ def main(argv: list[str] | None = None) -> int:
             # the warp backend runs every world in one process: worker counts do not apply
             workers = [0] if args.backend == "warp" else args.workers
             for w, n_envs in ((w, n) for n in args.num_envs for w in workers):
-                sps = sim_steps_per_s(spec, args.backend, w, n_envs, args.steps, args.device)
+                mask_only = ratio = None
+                if args.compare_rgb:
+                    # alternate the two settings so that load from other processes hits both alike
+                    on, off = [], []
+                    for _ in range(args.repeats):
+                        for rgb, out in ((True, on), (False, off)):
+                            out.append(
+                                sim_steps_per_s(
+                                    spec, args.backend, w, n_envs, args.steps, args.device, rgb=rgb
+                                )
+                            )
+                    sps, mask_only = float(np.median(on)), float(np.median(off))
+                    ratio = float(np.median([b / a for a, b in zip(on, off, strict=True)]))
+                else:
+                    sps = sim_steps_per_s(spec, args.backend, w, n_envs, args.steps, args.device)
                 row = {
                     "robot": robot,
                     "res": res,
@@ -165,17 +189,24 @@ def main(argv: list[str] | None = None) -> int:
                     "env_steps_per_s": round(sps, 1),
                     "naive_env_steps_per_s": None if naive is None else round(naive, 2),
                     "speedup_vs_naive": None if naive is None else round(sps / naive, 1),
+                    "mask_only_env_steps_per_s": None if mask_only is None else round(mask_only, 1),
+                    "mask_only_speedup": None if ratio is None else round(ratio, 2),
                 }
                 rows.append(row)
                 print(json.dumps(row), file=sys.stderr, flush=True)
-    print("| robot | res | backend | workers | envs | env-steps/s | naive env-steps/s | x naive |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| robot | res | backend | workers | envs | env-steps/s | naive env-steps/s | x naive "
+        "| mask-only env-steps/s | x (mask only) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         naive_s = "-" if r["naive_env_steps_per_s"] is None else f"{r['naive_env_steps_per_s']:.1f}"
         x = "-" if r["speedup_vs_naive"] is None else f"{r['speedup_vs_naive']:.1f}x"
+        mo = r["mask_only_env_steps_per_s"]
+        mo_s, mo_x = ("-", "-") if mo is None else (f"{mo:.1f}", f"{r['mask_only_speedup']:.2f}x")
         print(
             f"| {r['robot']} | {r['res']}² | {r['backend']} | {r['workers']} | {r['num_envs']} | "
-            f"{r['env_steps_per_s']:.1f} | {naive_s} | {x} |"
+            f"{r['env_steps_per_s']:.1f} | {naive_s} | {x} | {mo_s} | {mo_x} |"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -1,4 +1,4 @@
-"""Stage-1 bundle: cache hits, invalidation, provenance, atomicity, bad inputs (file generator, no simulator)."""
+"""Stage-1 bundle: cache hits, invalidation, provenance, atomicity, bad inputs (file generator, no sim)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,8 @@ def test_generate_writes_bundle_with_provenance(skill):
     assert on_disk["generator"] == "file" and on_disk["synthetic"] is False
     assert on_disk["prompt"] == "The four-legged fakebot agent is walking, camera follows the agent."
     assert on_disk["num_frames"] == 9 and on_disk["fps"] == pytest.approx(24.0)
+    assert on_disk["source_fps"] == pytest.approx(24.0) and on_disk["source_variable_rate"] is False
+    assert on_disk["generator_info"]["framing"]["decision"] == "none"  # same size: nothing cropped
     assert on_disk["retimed_num_frames"] == 34 and on_disk["horizon"] == 33
     assert on_disk["retimed_sha256"] == sha256_file(p.retimed)
     assert on_disk["inputs"]["file_sha256"] == sha256_file(skill.video_path)

@@ -86,3 +86,37 @@ def test_doctor_json(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mon
     assert any(r["name"] == "ant" and r["available"] for r in rep["robots"])
     assert {m["role"] for m in rep["models"]} == {"generator", "segmenter", "encoder"}
     assert "available" in rep["warp"]
+
+
+def test_init_writes_every_value_the_run_uses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "paper"
+    assert main(["init", str(d), "--robot", "ant", "--preset", "paper", "--set", "rl.total_steps=500"]) == 0
+    data = yaml.safe_load((d / "skill.yaml").read_text())
+    rl = data["rl"]
+    assert (rl["algo"], rl["replay_ratio"], rl["batch_size"], rl["total_steps"]) == ("bro", 10.0, 128, 500)
+    # BRO's own defaults and the ant's 8-dim action space, written out instead of null
+    assert (rl["pessimism"], rl["weight_decay"], rl["target_entropy"], rl["kl_target"]) == (
+        0.0,
+        1e-4,
+        -4.0,
+        0.05,
+    )
+    assert data["camera"]["distance"] > 0 and data["robot"]["feet_bodies"] and data["robot"]["kp"] == 100.0
+    assert data["derived"]["sources"] == {
+        "generator.name": "synthetic",
+        "rl.algo": "bro",
+        "robot.name": "ant",
+    }
+    assert main(["init", str(tmp_path / "x"), "--preset", "fast"]) == 2
+    assert "--preset must be one of cpu, gpu, paper, demo" in capsys.readouterr().err
+
+
+def test_init_names_the_bad_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", str(tmp_path / "a"), "--set", "rl.kl_target=0.1"]) == 2  # a BRO option on SAC
+    assert "rl.kl_target: unknown key" in capsys.readouterr().err
+    assert main(["init", str(tmp_path / "b"), "--generator", "sora"]) == 2
+    assert (
+        "generator.name: unknown name 'sora'; registered: diffusers, file, synthetic"
+        in capsys.readouterr().err
+    )
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

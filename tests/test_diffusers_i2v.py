@@ -15,12 +15,15 @@ import numpy as np
 import pytest
 
 from nil.compat import hide_broken_torchvision
-from nil.config import GeneratorConfig, parse_config
+from nil.config import DiffusersGeneratorConfig, parse_config
 from nil.errors import GeneratorError
 from nil.paths import SkillPaths
 from nil.reference import bundle
+from nil.reference.generators import GENERATORS, GeneratorResult
 from nil.reference.generators import diffusers_i2v as d
 from nil.reference.generators.diffusers_i2v import DiffusersI2VGenerator
+
+GeneratorConfig = DiffusersGeneratorConfig  # the diffusers section of generator: (name: diffusers)
 
 H, W = 56, 72  # the render size; the models run at 64x96 (letterboxed)
 
@@ -187,11 +190,14 @@ def test_generate_snaps_length_and_crops_back(tiny_models):
     f0, _ = _frame0()
     cfg = GeneratorConfig(name="diffusers", model_id=str(tiny_models["ltx"]), steps=1, height=64, width=96)
     g = DiffusersI2VGenerator(cfg)
-    v1 = g.generate(f0, "an ant walking", num_frames=6, fps=None, seed=1)
+    res = g.generate(f0, "an ant walking", num_frames=6, fps=None, seed=1)
+    assert isinstance(res, GeneratorResult) and res.teacher is None
+    v1 = res.video
     assert v1.num_frames == 9  # LTX lengths are 8k+1: 6 is rounded up
     assert v1.frames.shape == (9, H, W, 3) and v1.frames.dtype == np.uint8
     # 56x72 fits 64x96 as 64x82 with 7 px of padding left and right; the padding is cropped away again
-    assert g.info["num_frames_requested"] == 6 and g.info["letterbox"] == [0, 7, 64, 82]
+    assert res.info["num_frames_requested"] == 6 and res.info["letterbox"] == [0, 7, 64, 82]
+    assert res.info["guidance"] == 3.0 and res.info["guidance_source"] == "family default"  # LTX ~3
 
 
 def test_cache_key_tracks_model_content(tiny_models, tmp_path):
@@ -305,3 +311,100 @@ def test_big_model_without_gpu_is_refused(tmp_path, monkeypatch):
         DiffusersI2VGenerator(
             GeneratorConfig(name="diffusers", model_id=str(tmp_path), device="cuda")
         ).resolve()
+
+
+def build_tiny_cogvideox_fixed(path: Path) -> Path:
+    """CogVideoX-I2V with learned positional embeddings, as CogVideoX-5b-I2V: trained at 64x96, 9 frames."""
+    import torch
+    from diffusers import (
+        AutoencoderKLCogVideoX,
+        CogVideoXDDIMScheduler,
+        CogVideoXImageToVideoPipeline,
+        CogVideoXTransformer3DModel,
+    )
+
+    tok, te = _text_parts()
+    torch.manual_seed(0)
+    vae = AutoencoderKLCogVideoX(
+        block_out_channels=(8, 8, 8, 8),
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=2,
+        sample_height=64,
+        sample_width=96,
+    )
+    tr = CogVideoXTransformer3DModel(
+        num_attention_heads=2,
+        attention_head_dim=16,
+        in_channels=8,
+        out_channels=4,
+        time_embed_dim=8,
+        text_embed_dim=16,
+        num_layers=1,
+        sample_width=12,
+        sample_height=8,
+        sample_frames=9,
+        patch_size=2,
+        use_rotary_positional_embeddings=True,
+        use_learned_positional_embeddings=True,
+    )
+    CogVideoXImageToVideoPipeline(
+        tokenizer=tok, text_encoder=te, vae=vae, transformer=tr, scheduler=CogVideoXDDIMScheduler()
+    ).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fixed_cogvideox(tmp_path_factory):
+    hide_broken_torchvision()
+    return build_tiny_cogvideox_fixed(tmp_path_factory.mktemp("fixed") / "tiny-cogvideox-5b-i2v-like")
+
+
+def test_learned_positional_embeddings_pin_size_and_length(fixed_cogvideox, monkeypatch):
+    """Unset size/length pin to the trained 64x96 x 9 frames; other values fail before any weights load."""
+    f0, _ = _frame0()
+    g = DiffusersI2VGenerator(GeneratorConfig(name="diffusers", model_id=str(fixed_cogvideox), steps=1))
+    assert g.fixed_geometry() == d.FixedGeometry(64, 96, 9)
+    res = g.generate(f0, "an ant walking", num_frames=None, fps=None, seed=0)
+    assert res.video.num_frames == 9 and res.video.frames.shape == (9, H, W, 3)
+    assert res.info["model_input_size"] == [64, 96] and res.info["fixed_geometry"] is True
+    assert res.info["guidance"] == 6.0  # CogVideoX's default
+    assert (
+        g.generate(f0, "x", num_frames=9, fps=None, seed=0).video.num_frames == 9
+    )  # the trained value is fine
+
+    def no_load(self):
+        raise AssertionError("weights loaded before the size/length check")
+
+    monkeypatch.setattr(DiffusersI2VGenerator, "_load", no_load)
+    g2 = DiffusersI2VGenerator(GeneratorConfig(name="diffusers", model_id=str(fixed_cogvideox), steps=1))
+    with pytest.raises(GeneratorError, match=r"generator.num_frames=13: .* makes exactly 9 frames.*unset"):
+        g2.generate(f0, "x", num_frames=13, fps=None, seed=0)
+    g3 = DiffusersI2VGenerator(
+        GeneratorConfig(name="diffusers", model_id=str(fixed_cogvideox), height=32, width=48)
+    )
+    with pytest.raises(GeneratorError, match=r"32x48: .* runs only at 64x96"):
+        g3.generate(f0, "x", num_frames=None, fps=None, seed=0)
+
+
+def test_rotary_cogvideox_is_not_pinned(tiny_models):
+    g = DiffusersI2VGenerator(GeneratorConfig(name="diffusers", model_id=str(tiny_models["cogvideox"])))
+    assert g.fixed_geometry() is None and g.num_frames(13) == 13 and g.num_frames(None) == 49
+
+
+def test_family_guidance_defaults_and_override(tiny_models):
+    assert d.FAMILIES["cogvideox"].guidance == 6.0 and d.FAMILIES["wan"].guidance == 5.0
+    assert d.FAMILIES["ltx"].guidance == 3.0 and d.FAMILIES["svd"].guidance <= 3.0
+    for fam, want in (("ltx", 3.0), ("cogvideox", 6.0)):
+        g = DiffusersI2VGenerator(GeneratorConfig(name="diffusers", model_id=str(tiny_models[fam])))
+        assert g.guidance() == want and g.cache_params()["guidance"] == want
+    g = DiffusersI2VGenerator(
+        GeneratorConfig(name="diffusers", model_id=str(tiny_models["ltx"]), guidance=4.5)
+    )
+    assert g.guidance() == 4.5 and g.cache_params()["guidance"] == 4.5
+
+
+def test_registered_in_generators():
+    cfg = parse_config({"generator": {"name": "diffusers", "model_id": "/nowhere"}})
+    g = GENERATORS.get("diffusers")(cfg)
+    assert isinstance(g, DiffusersI2VGenerator) and g.cfg.model_id == "/nowhere"

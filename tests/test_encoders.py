@@ -1,4 +1,5 @@
-"""Video encoders through the real loading path: tiny random models saved with save_pretrained, loaded by path."""
+"""Video encoders through the real loading path: tiny random models saved with save_pretrained, loaded by
+path."""
 
 from __future__ import annotations
 
@@ -140,7 +141,7 @@ def test_clip_indices():
 
 
 def _fake_bundle(monkeypatch, root, frames: np.ndarray, masks: np.ndarray) -> SkillPaths:
-    """Reference files on disk (for the cache hashes) + loaders returning them (real modules patched if present)."""
+    """Reference files on disk (for the cache hashes) + loaders returning them (real modules patched)."""
     from nil.reference.video import Video
 
     paths = SkillPaths(root)
@@ -186,7 +187,7 @@ def _batch(rgb: torch.Tensor, mask: torch.Tensor, t: int) -> SimBatch:
 
 
 def test_reference_embeddings_cache_and_self_similarity(tsf_dir, tmp_path, monkeypatch):
-    """Agent frames identical to the reference -> S_V = 1 (cosine) at every t, IoU = 1; the cache is reused."""
+    """Agent frames equal to the reference -> S_V = 1 (cosine) at every t, IoU = 1; the cache is reused."""
     g = np.random.default_rng(0)
     n_ref = 7
     frames = g.integers(0, 256, (n_ref, RES, RES, 3), dtype=np.uint8)
@@ -242,3 +243,62 @@ def test_reference_embeddings_cache_and_self_similarity(tsf_dir, tmp_path, monke
         noisy[~msk[t]] = 255 - noisy[~msk[t]]
         out = reward(_batch(noisy[None].expand(2, -1, -1, -1).clone(), msk[t].expand(2, -1, -1).clone(), t))
         assert torch.allclose(out.terms["raw/video"], torch.ones(2), atol=1e-5), t
+
+
+def test_sdpa_attention_matches_eager(tsf_dir):
+    """The SDPA swap changes the kernels, not the maths: embeddings match eager attention to tolerance."""
+    from nil.reward.encoders import SDPASelfAttention
+
+    d, _ = tsf_dir
+    sdpa, eager = load_encoder(_cfg(d)), load_encoder(_cfg(d, attention="eager"))
+    n_sdpa = sum(isinstance(m, SDPASelfAttention) for m in sdpa.model.modules())
+    assert n_sdpa == 2 * 2  # temporal + spatial attention in each of the 2 layers
+    assert not any(isinstance(m, SDPASelfAttention) for m in eager.model.modules())
+    clips = torch.randint(
+        0, 256, (5, CLIP, RES, RES, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+    a, b = sdpa.embed(clips), eager.embed(clips)
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-4), (a - b).abs().max()
+    assert (a[0] - a[1]).abs().max() > 1e-3  # different clips, different embeddings (not a constant)
+
+
+def test_sdpa_attention_bf16_close_to_float32(tsf_dir):
+    """bf16 (the CUDA default) keeps the embedding direction: cosine to the float32 embedding ~1."""
+    d, _ = tsf_dir
+    f32, bf16 = load_encoder(_cfg(d)), load_encoder(_cfg(d, dtype="bfloat16"))
+    clips = torch.randint(
+        0, 256, (3, CLIP, RES, RES, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2)
+    )
+    z16 = bf16.embed(clips)
+    assert z16.dtype == torch.float32 and bf16.dtype == torch.bfloat16
+    cos = torch.nn.functional.cosine_similarity(z16, f32.embed(clips))
+    assert (cos > 0.99).all(), cos
+
+
+def test_timesformer_clip_len_and_resolution_must_match_the_model(tsf_dir):
+    d, _ = tsf_dir
+    with pytest.raises(EncoderError, match=rf"encoder.clip_len=8 .*set encoder.clip_len={CLIP}$"):
+        load_encoder(EncoderConfig(model_id=str(d), clip_len=8, resolution=RES, device="cpu"))
+    with pytest.raises(EncoderError, match=rf"encoder.resolution=64 .*set encoder.resolution={RES}$"):
+        load_encoder(EncoderConfig(model_id=str(d), clip_len=CLIP, resolution=64, device="cpu"))
+
+
+def test_encoders_registry_picks_by_name_and_takes_plugins(tsf_dir):
+    from nil.reward.encoders import ENCODERS, TimesformerEncoder, VideoMAEEncoder
+
+    assert {"timesformer", "videomae"} <= set(ENCODERS.names())
+    assert ENCODERS.get("timesformer") is TimesformerEncoder and ENCODERS.get("videomae") is VideoMAEEncoder
+    built = []
+
+    class Plugin(TimesformerEncoder):
+        def __init__(self, cfg):
+            built.append(cfg.model_id)
+            super().__init__(cfg)
+
+    ENCODERS.register("timesformer")(Plugin)  # a user's plugin replaces the built-in under its name
+    try:
+        enc = load_encoder(_cfg(tsf_dir[0]))
+        assert isinstance(enc, Plugin) and built == [str(tsf_dir[0])]
+    finally:
+        ENCODERS.register("timesformer")(TimesformerEncoder)
+    assert type(load_encoder(_cfg(tsf_dir[0]))) is TimesformerEncoder

@@ -7,13 +7,17 @@ import pytest
 
 from nil.config import parse_config
 from nil.errors import ConfigError
-from nil.reference.generators import VideoGenerator, list_generators, make_generator, register_generator
-from nil.reference.generators import base as gen_base
+from nil.reference.generators import (
+    GENERATORS,
+    GeneratorResult,
+    VideoGenerator,
+    make_generator,
+)
 from nil.reference.video import Video
 
 
 def test_builtin_generators_are_listed():
-    assert {"synthetic", "file", "diffusers"} <= set(list_generators())
+    assert {"synthetic", "file", "diffusers"} <= set(GENERATORS.names())
 
 
 def test_registry_builds_each_builtin(tmp_path):
@@ -43,30 +47,62 @@ def test_a_registered_generator_is_used(monkeypatch):
     class Still:
         name = "still"
         synthetic = False
-        info: dict = {}
-        teacher = None
 
         def cache_params(self):
             return {}
 
         def generate(self, frame0, prompt, *, num_frames, fps, seed):
-            return Video(np.repeat(frame0[None], num_frames or 9, 0), fps or 10.0)
+            video = Video(np.repeat(frame0[None], num_frames or 9, 0), fps or 10.0)
+            return GeneratorResult(video, {"frames": num_frames})
 
-    monkeypatch.setattr(gen_base, "_REGISTRY", dict(gen_base._REGISTRY))
-    register_generator("still")(lambda cfg: Still())
+    monkeypatch.setattr(GENERATORS, "_entries", dict(GENERATORS._entries))
+    GENERATORS.register("still")(lambda cfg: Still())
     cfg = parse_config({})
-    object.__setattr__(cfg.generator, "name", "still")  # bypass the Literal: plug-ins are named in code
+    object.__setattr__(cfg.generator, "name", "still")  # plug-ins are named in code
     g = make_generator(cfg)
     assert isinstance(g, VideoGenerator)
-    v = g.generate(np.zeros((8, 8, 3), np.uint8), "p", num_frames=5, fps=None, seed=0)
-    assert v.num_frames == 5
-    assert "still" in list_generators()
+    res = g.generate(np.zeros((8, 8, 3), np.uint8), "p", num_frames=5, fps=None, seed=0)
+    assert isinstance(res, GeneratorResult) and res.video.num_frames == 5 and res.teacher is None
+    assert res.info == {"frames": 5}
+    assert "still" in GENERATORS.names()
+
+
+def test_a_generator_must_return_a_result(tmp_path, monkeypatch):
+    """A plug-in whose generate() returns a bare Video stops stage 1 with a one-line reason."""
+    from types import SimpleNamespace
+
+    from nil.errors import GeneratorError
+    from nil.paths import SkillPaths
+    from nil.reference import bundle
+
+    class Bare:
+        name, synthetic = "bare", False
+
+        def cache_params(self):
+            return {}
+
+        def generate(self, frame0, prompt, *, num_frames, fps, seed):
+            return Video(np.repeat(frame0[None], 9, 0), 10.0)
+
+    frame = np.full((16, 16, 3), 200, np.uint8)
+    monkeypatch.setattr(GENERATORS, "_entries", dict(GENERATORS._entries))
+    GENERATORS.register("bare")(lambda cfg: Bare())
+    monkeypatch.setattr(
+        bundle, "_robot_spec", lambda cfg: SimpleNamespace(name="x", description="x", control_hz=100)
+    )
+    monkeypatch.setattr(
+        bundle,
+        "_write_frame0",
+        lambda p, s, b: SimpleNamespace(rgb=frame, rgb_nobg=frame, mask=frame[..., 0] > 0),
+    )
+    cfg = parse_config({})
+    object.__setattr__(cfg.generator, "name", "bare")
+    with pytest.raises(GeneratorError, match="not a GeneratorResult"):
+        bundle.generate_reference(SkillPaths(tmp_path), cfg)
 
 
 def test_unknown_generator_name():
-    with pytest.raises(ConfigError, match="generator.name"):
-        parse_config({"generator": {"name": "sora"}})
     cfg = parse_config({})
     object.__setattr__(cfg.generator, "name", "sora")
-    with pytest.raises(ConfigError, match="unknown generator 'sora'"):
+    with pytest.raises(ConfigError, match="unknown name 'sora'"):
         make_generator(cfg)

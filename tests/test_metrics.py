@@ -13,7 +13,10 @@ from nil.evaluation.metrics import (
     joint_rmse_dtw,
     mask_iou,
     mean_forward_velocity,
+    ramp_end,
     root_trajectory_error,
+    spread_episodes,
+    velocity_after,
     velocity_ratio,
 )
 from nil.evaluation.rollout import Episode
@@ -71,6 +74,64 @@ def test_velocity_ratio_of_teacher_to_itself_is_one():
     assert mean_forward_velocity(np.array([0.0, 1.0, 2.0]), 0.5) == pytest.approx(2.0)
     with pytest.raises(NilError):
         velocity_ratio(x, np.zeros(10), dt)  # a teacher that does not move has no ratio
+
+
+def ramped(v: float, ramp_s: float, seconds: float, dt: float) -> np.ndarray:
+    """Root x of a start from rest: speed rises linearly to v over ramp_s, then stays v (plus a wobble)."""
+    t = np.arange(int(round(seconds / dt)) + 1) * dt
+    x = np.where(t < ramp_s, 0.5 * v / ramp_s * t**2, 0.5 * v * ramp_s + v * (t - ramp_s))
+    return x + 0.01 * np.sin(2 * np.pi * 2.0 * t) * (t >= ramp_s)  # 2 Hz wobble: 0.5-s window averages it out
+
+
+def test_velocity_after_the_ramp_is_the_known_speed():
+    dt, v = 0.04, 0.8  # 25 Hz, as the demo
+    x = ramped(v, 0.4, 2.0, dt)
+    r = ramp_end(x, dt)
+    # the speed reaches 0.9 v at 0.36 s; the cut is half a 0.5-s window later: after the ramp, before 1 s
+    assert 0.4 / dt <= r <= 1.0 / dt
+    assert velocity_after(x, dt, r) == pytest.approx(v, rel=0.02)
+    assert mean_forward_velocity(x, dt) < 0.92 * v  # the whole clip, ramp included, reads slow
+    # a trajectory with no ramp has (almost) nothing cut, and a constant speed reads exactly
+    steady = np.arange(51) * v * dt
+    assert ramp_end(steady, dt) == 0 and velocity_after(steady, dt, ramp_end(steady, dt)) == (
+        pytest.approx(v)
+    )
+    # the agent at half the teacher's speed after the ramp: ratio 0.5 (its own ramp does not count)
+    assert velocity_ratio(0.5 * x, x, dt, start=r) == pytest.approx(0.5, rel=1e-6)
+    # a standing robot: no ramp, zero speed
+    assert ramp_end(np.zeros(51), dt) == 0 and velocity_after(np.zeros(51), dt, 0) == 0.0
+    # never later than half the clip, even if the speed never settles
+    accel = 0.5 * (np.arange(51) * dt) ** 2
+    assert ramp_end(accel, dt) <= 25
+
+
+def test_spread_over_episodes():
+    eps = [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 2.0}, {"a": 5.0}]
+    sd = spread_episodes(eps)
+    assert sd["a"] == pytest.approx(np.std([1.0, 3.0, 5.0])) and sd["b"] == 0.0
+    assert spread_episodes([{"a": 1.0}]) == {"a": 0.0}
+
+
+def test_a_teacher_that_does_not_move_gets_a_warning_not_a_ratio():
+    from nil.evaluation.teacher import teacher_motion
+
+    dt = 0.04
+    T = 51
+    still = {"qpos": np.zeros((T, 15)), "root_pos": np.zeros((T, 3))}
+    still["root_pos"][:, 0] = 0.001 * np.sin(np.arange(T))  # it sways in place
+    ramp, speed, warnings = teacher_motion(still, dt)
+    assert abs(speed) < 0.01 and len(warnings) == 1 and "does not move" in warnings[0]
+    walker = {"qpos": np.zeros((T, 15)), "root_pos": np.zeros((T, 3))}
+    walker["root_pos"][:, 0] = ramped(0.8, 0.4, 2.0, dt)
+    ramp, speed, warnings = teacher_motion(walker, dt)
+    assert ramp > 0 and speed == pytest.approx(0.8, rel=0.02) and warnings == []
+    # episode metrics against a still teacher: no velocity ratio, the agent's own speed still reported
+    ref = np.ones((T, 4, 4), bool)
+    qpos = np.zeros((T, 15))
+    qpos[:, 0] = np.arange(T) * 0.02
+    ep = _episode(ref, qpos[:, 0], np.zeros((T, 8)))
+    m, _ = episode_metrics(ep, ref, dt=dt, teacher_qpos=still["qpos"], teacher_root=still["root_pos"])
+    assert "velocity_ratio" not in m and m["velocity_after_ramp"] == pytest.approx(0.5)
 
 
 def test_root_trajectory_error():
@@ -176,3 +237,59 @@ def test_side_by_side_composition():
     assert not np.array_equal(out[:, :, 2 * pw + 1 :], other[:, :, 2 * pw + 1 :])
     with pytest.raises(NilError):
         compose_side_by_side(frames, frames[:2], ref_m, ag_m)
+
+
+def test_imitation_benchmark_summary_mean_sd_and_worst_seed():
+    """benchmarks/imitation.py: per figure, mean ± sd over seeds, the worst seed, and the baselines."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "imitation.py"
+    spec = importlib.util.spec_from_file_location("bench_imitation", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def run(seed, iou, ratio, err, falls):
+        base = {"mean_iou": 0.5, "velocity_ratio": 0.2, "root_traj_error": 1.0, "falls": 0.0}
+        return {
+            "seed": seed,
+            "episodes": 5,
+            "policy": {"step": 1000},
+            "ramp_steps": 8,
+            "wall_s": 60.0,
+            "trained": {"mean_iou": iou, "velocity_ratio": ratio, "root_traj_error": err, "falls": falls},
+            "baselines": {
+                "random": base,
+                "zero": {**base, "mean_iou": 0.6, "velocity_ratio": 0.0},
+                "teacher": {"mean_iou": 0.9, "velocity_ratio": 1.0, "root_traj_error": 0.0, "falls": 0.0},
+            },
+        }
+
+    runs = [run(0, 0.8, 0.9, 0.2, 0.0), run(1, 0.7, 0.7, 0.4, 0.2), run(2, 0.55, 0.1, 0.9, 0.0)]
+    s = bench.summarize_robot("ant", runs)
+    iou, ratio, err, falls = (
+        s["figures"][k] for k in ("mean_iou", "velocity_ratio", "root_traj_error", "falls")
+    )
+    assert iou["mean"] == pytest.approx(0.6833333) and iou["sd"] == pytest.approx(np.std([0.8, 0.7, 0.55]))
+    assert iou["worst"] == 0.55 and ratio["worst"] == 0.1 and err["worst"] == 0.9 and falls["worst"] == 0.2
+    assert iou["random"] == 0.5 and iou["zero"] == 0.6 and ratio["teacher"] == 1.0
+    assert s["seeds_beating_baselines"] == 2  # seed 2 loses to standing on IoU and to random on velocity
+    table = bench.markdown([s])
+    assert "0.68 ± 0.10" in table and "| 0.55 |" in table and "2/3 seeds beat" in table
+
+
+def test_scene_task_success_reaches_the_eval_metrics():
+    """A skill with a scene task: nil eval adds its success measures (nil.scene.success) to each episode."""
+    from nil.config import parse_config
+    from nil.robots import robot_from_config
+    from nil.scene.success import scene_task, task_metrics
+
+    cfg = parse_config({"scene": {"objects": [{"kind": "chair"}], "task": "sitting"}}, "test")
+    spec = robot_from_config(cfg)
+    assert scene_task(spec) == "sitting"
+    model = spec.load_model()
+    standing = np.tile(spec.initial_qpos(model), (12, 1))  # never sits down
+    m = task_metrics(spec, standing)
+    assert m["task_success"] == 0.0 and m["task_success_rate"] == 0.0
+    assert aggregate_episodes([m, {**m, "task_success": 1.0}])["task_success"] == 0.5
+    assert task_metrics(robot_from_config(parse_config({}, "plain")), standing) == {}  # no scene: nothing

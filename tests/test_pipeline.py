@@ -1,4 +1,4 @@
-"""`nil run` end to end on a tiny skill: every bundle file, stage caching, resuming, and the shipped presets."""
+"""`nil run` end to end on a tiny skill: every bundle file, stage caching, resuming, the shipped presets."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from nil.config import config_to_dict, load_config, parse_config, save_config
-from nil.evaluation.pipeline import DEMO_OVERRIDES, demo_config, run_skill
+from nil.evaluation.pipeline import demo_config, run_skill
 from nil.paths import SkillPaths
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -47,7 +47,7 @@ def test_examples_are_valid_and_have_the_paper_settings():
     for name in ("h1", "g1", "talos", "a1"):
         cfg = load_config(EXAMPLES / f"{name}_walk.yaml")
         assert (cfg.reward.zeta, cfg.reward.beta, cfg.reward.eta) == (1.0, 1.0, 1.0)
-        assert cfg.reward.use_video and cfg.reward.use_iou and cfg.reward.use_reg
+        assert cfg.reward.use_video and cfg.reward.beta > 0 and cfg.reward.eta > 0
         assert cfg.generator.name == "diffusers" and "CogVideoX" in cfg.generator.model_id
         assert cfg.segmenter.name == "sam2" and cfg.encoder.name == "timesformer"
         assert cfg.rl.algo == "bro" and cfg.sim.backend == "warp" and cfg.sim.device == "cuda"
@@ -59,7 +59,15 @@ def test_demo_yaml_matches_what_nil_demo_writes():
     cfg = demo_config()
     assert cfg.robot.name == "ant" and cfg.generator.name == "synthetic" and cfg.segmenter.name == "flow"
     assert not cfg.reward.use_video and cfg.rl.algo == "sac"
-    assert all("=" in o for o in DEMO_OVERRIDES)
+    from nil.presets import get_preset
+
+    demo = get_preset("demo").config()  # the one source of the demo's values
+    assert (cfg.rl.total_steps, cfg.reward.eta, cfg.robot.control_hz, cfg.camera.width) == (
+        demo.rl.total_steps,
+        demo.reward.eta,
+        demo.robot.control_hz,
+        demo.camera.width,
+    )
 
 
 @pytest.mark.slow
@@ -104,6 +112,10 @@ def test_tiny_run_produces_every_file_then_skips_every_stage(tmp_path, monkeypat
         assert row["reg_total"] <= 0.0
     horizon = metrics["horizon"]
     assert len(metrics["per_frame_iou"]["trained"]) == horizon
+    # the measurement protocol: >= 5 episodes by default, mean ± sd and each episode's headline figures
+    assert metrics["episodes"] == 5 and len(metrics["per_episode"]["trained"]["mean_iou"]) == 5
+    assert metrics["sd"]["trained"]["mean_iou"] >= 0.0 and metrics["ramp_steps"] <= horizon // 2
+    assert metrics["warnings"] == [] and metrics["teacher_speed"] > 0.05
     assert "SYNTHETIC TEACHER REFERENCE" in paths.report.read_text()
 
     # second run: every stage is cached, so none of the expensive work may run
@@ -128,6 +140,24 @@ def test_tiny_run_produces_every_file_then_skips_every_stage(tmp_path, monkeypat
     assert all(v.startswith("skipped") for v in m2["stages"].values()), m2["stages"]
     assert {p: p.stat().st_mtime_ns for p in before} == before
     assert m2["trained"] == m["trained"]
+
+
+@pytest.mark.slow
+def test_eval_says_when_the_reference_does_not_move(tmp_path):
+    """A teacher that stands still: eval warns (in metrics.json and the table) and gives no ratio."""
+    from nil.evaluation.evaluate import evaluate
+
+    paths = _tiny_skill(tmp_path / "skill")
+    run_skill(paths.root, steps=32, episodes=1, quiet=True)
+    with np.load(paths.teacher) as z:
+        teacher = {k: z[k] for k in z.files}
+    for key in ("qpos", "root_pos"):
+        teacher[key][:, 0] = teacher[key][0, 0]  # the robot marches on the spot: no forward motion
+    np.savez_compressed(paths.teacher, **teacher)
+    m = evaluate(paths, episodes=1, force=True, write_video=False, quiet=True)
+    assert len(m["warnings"]) == 1 and "does not move forward" in m["warnings"][0]
+    assert "velocity_ratio" not in m["trained"] and "velocity_ratio" not in m["baselines"]["teacher"]
+    assert m["teacher_speed"] == pytest.approx(0.0, abs=1e-9) and "mean_iou" in m["trained"]
 
 
 def test_run_command_without_config_says_what_to_do(tmp_path):
@@ -159,3 +189,29 @@ def test_interrupted_training_stops_the_pipeline_before_eval(tmp_path, monkeypat
     with pytest.raises(KeyboardInterrupt):
         run_skill(paths.root, quiet=True)
     assert calls == ["generate", "segment"]
+
+
+@pytest.mark.slow
+def test_eval_reads_a_still_robot_from_the_video_alone(tmp_path):
+    """No teacher (a video model's or a user's reference): the floor's motion in the video says the robot
+    stands still, and eval says so; a walking reference reads its speed."""
+    from nil.evaluation.evaluate import video_motion
+    from nil.reference.bundle import generate_reference
+    from nil.reference.segment import load_masks, segment_reference
+    from nil.reference.video import Video, read_video, write_video
+    from nil.robots import robot_from_config
+
+    cfg = demo_config([*TINY, "generator.seconds=1.0", "camera.width=80", "camera.height=80"])
+    paths = SkillPaths(tmp_path / "skill")
+    save_config(cfg, paths.root)
+    generate_reference(paths, cfg)
+    segment_reference(paths, cfg)
+    spec, masks = robot_from_config(cfg), load_masks(paths)
+    with np.load(paths.teacher) as z:  # ground truth, only to check the estimate
+        true_speed = float(np.linalg.norm(z["root_pos"][-1, :2] - z["root_pos"][0, :2]) / 1.0)
+    speed, warnings = video_motion(paths, spec, masks)
+    assert speed == pytest.approx(true_speed, rel=0.35) and warnings == []
+    video = read_video(paths.retimed)
+    write_video(paths.retimed, Video(np.repeat(video.frames[:1], len(video.frames), 0), video.fps))
+    speed, warnings = video_motion(paths, spec, np.repeat(masks[:1], len(masks), 0))
+    assert speed < 0.05 and len(warnings) == 1 and "does not travel" in warnings[0]

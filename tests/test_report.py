@@ -1,4 +1,4 @@
-"""The HTML report: self-contained, and it renders in a real (headless Chromium) browser with every medium loaded."""
+"""The HTML report: self-contained, and it renders in headless Chromium with every medium loaded."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from nil.config import SkillConfig, save_config
-from nil.evaluation.report import read_scalars, report_is_current, write_report
+from nil.evaluation.plots import read_scalars
+from nil.evaluation.report import report_is_current, write_report
 from nil.evaluation.video import compose_side_by_side, write_side_by_side
 from nil.io import atomic_write_json
 from nil.paths import SkillPaths
@@ -79,8 +80,9 @@ def make_bundle(root: Path) -> SkillPaths:
     atomic_write_json(
         paths.metrics,
         {
-            "episodes": 1,
+            "episodes": 3,
             "horizon": t - 1,
+            "ramp_steps": 6,
             "control_hz": 20.0,
             "policy": {"checkpoint": "ckpt_1.pt", "step": 100},
             "trained": {"mean_iou": 0.71, "mean_velocity": 0.5, "joint_rmse_dtw": 0.2, "falls": 0.0},
@@ -88,6 +90,9 @@ def make_bundle(root: Path) -> SkillPaths:
                 "random": {"mean_iou": 0.42, "mean_velocity": 0.01, "joint_rmse_dtw": 0.6, "falls": 0.0},
                 "teacher": {"mean_iou": 0.95, "mean_velocity": 0.55, "joint_rmse_dtw": 0.0},
             },
+            "sd": {"trained": {"mean_iou": 0.05, "falls": 0.0}, "random": {"mean_iou": 0.125}},
+            "per_episode": {"trained": {"mean_iou": [0.66, 0.71, 0.76]}},
+            "warnings": ["the reference's teacher does not move forward (0.010 m/s)"],
             "per_frame_iou": {"trained": [0.7] * t, "random": [0.4] * t},
         },
     )
@@ -141,7 +146,11 @@ def test_report_is_self_contained(tmp_path):
     assert "SYNTHETIC TEACHER REFERENCE" in text
     assert text.count("<video") == 2 and text.count("data:video/mp4;base64,") == 2
     assert "frame 7: mask area jumped by 40%" in text
-    assert "trained policy" in text and "random (baseline)" in text
+    assert "trained policy" in text and "random actions (baseline)" in text
+    # mean ± sd over episodes, the worst episode, the teacher's row, and eval's warnings
+    assert "0.71 ± 0.05" in text and "0.42 ± 0.12" in text and ">0.66<" in text and "worst episode" in text
+    assert "teacher replay (ground truth)" in text and "6-step start-up ramp" in text
+    assert "does not move forward" in text
     # nothing is fetched from outside the file
     assert not re.search(r'(src|href)="(?!data:)[^"#]', text)
     assert report_is_current(paths)

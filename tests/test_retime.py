@@ -124,3 +124,72 @@ def test_rife_hook_runs_a_local_torchscript_model(tmp_path):
     expect = v.frames[0].astype(np.float32) * 0.75 + v.frames[1] * 0.25
     assert np.abs(out.frames[1].astype(np.float32) - expect).max() <= 1.0
     assert np.array_equal(out.frames[0], v.frames[0])
+
+
+# ---------------------------------------------------------------- any source rate, through the file generator
+def _import(tmp_path, video: Video, hw=(48, 64)):
+    from nil.reference.generators.file import FileGenerator
+    from nil.reference.video import write_video
+
+    path = write_video(tmp_path / f"in-{video.fps:g}.mp4", video, quality=10)
+    return FileGenerator(path).generate(np.zeros((*hw, 3), np.uint8), "p", num_frames=None, fps=None, seed=0)
+
+
+def _square_x(frame: np.ndarray) -> float:
+    """Left edge of the moving square (its red channel is 255)."""
+    cols = np.flatnonzero((frame[12:32, :, 0] > 230).mean(axis=0) > 0.8)
+    return float(cols.min())
+
+
+@pytest.mark.parametrize("fps", [24.0, 25.0, 30.0, 60.0])
+def test_file_at_any_common_rate_is_retimed_on_its_own_clock(tmp_path, fps):
+    """A video at 24/25/30/60 fps keeps its real-time motion at the control rate (and records its rate)."""
+    src = _square_video(10, fps, step=4)
+    res = _import(tmp_path, src)
+    assert res.info["source_fps"] == pytest.approx(fps) and res.info["source_variable_rate"] is False
+    out = retime(res.video, 100.0, "nearest")
+    assert out.num_frames == retimed_length(10, fps, 100.0)
+    for i in range(0, out.num_frames, 7):  # nearest frame: the square sits where the source had it
+        j = min(int(np.floor(i * fps / 100.0 + 0.5)), 9)
+        assert abs(_square_x(out.frames[i]) - (8 + 4 * j)) <= 1, (i, j)
+
+
+def _write_vfr(path, frames: np.ndarray, times: list[float]) -> None:
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=30)
+        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        st.codec_context.time_base = Fraction(1, 1000)
+        st.options = {"crf": "10"}
+        for f, t in zip(frames, times, strict=True):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            vf.pts, vf.time_base = int(round(t * 1000)), Fraction(1, 1000)
+            for pkt in st.encode(vf):
+                c.mux(pkt)
+        for pkt in st.encode():
+            c.mux(pkt)
+
+
+def test_variable_rate_file_is_resampled_on_its_timestamps(tmp_path):
+    from nil.reference.generators.file import FileGenerator
+    from nil.reference.video import frame_times
+
+    # 30 fps with frames 3, 4, 8 dropped: the square is where time says, not where the index says
+    keep = [k for k in range(14) if k not in (3, 4, 8)]
+    src = _square_video(14, 30.0, step=2)  # even positions: yuv420 chroma keeps the edge sharp
+    path = tmp_path / "vfr.mp4"
+    _write_vfr(path, src.frames[keep], [k / 30.0 for k in keep])
+    t = frame_times(path)
+    assert t is not None and len(t) == len(keep) and t[-1] == pytest.approx(13 / 30.0, abs=2e-3)
+    res = FileGenerator(path).generate(
+        np.zeros((48, 64, 3), np.uint8), "p", num_frames=None, fps=None, seed=0
+    )
+    assert res.info["source_variable_rate"] is True and res.video.fps == pytest.approx(30.0, rel=0.02)
+    assert res.video.num_frames == 14  # back on a 1/30 s grid: the gaps are filled by the nearest frame
+    for k in keep:
+        assert abs(_square_x(res.video.frames[k]) - (8 + 2 * k)) <= 1, k
+    out = retime(res.video, 100.0, "flow")
+    assert out.num_frames == retimed_length(14, res.video.fps, 100.0)

@@ -1,4 +1,4 @@
-"""Reward terms and NILReward on hand-built SimBatches (no model weights; the encoder is a tiny torch module)."""
+"""Reward terms and NILReward on hand-made SimBatches (no model weights; the encoder is a tiny stand-in)."""
 
 from __future__ import annotations
 
@@ -141,11 +141,13 @@ def test_each_ablation_switch_removes_exactly_its_term():
     assert torch.allclose(
         full.total, w["weighted/video"] + w["weighted/iou"] + w["weighted/reg"] + w["weighted/task"]
     )
-    for switch, term in (("use_video", "video"), ("use_iou", "iou"), ("use_reg", "reg")):
-        ablated = run(**{switch: False})
+    for switch, term in (({"use_video": False}, "video"), ({"beta": 0.0}, "iou"), ({"eta": 0.0}, "reg")):
+        ablated = run(**switch)
         assert torch.allclose(full.total - ablated.total, w[f"weighted/{term}"], atol=1e-6), switch
         assert (w[f"weighted/{term}"].abs() > 0).all(), term  # the term was not trivially zero
-    only_iou = run(use_video=False, use_reg=False, task_weight=0.0)
+        if term != "video":  # a zero weight still logs the raw term
+            assert torch.equal(ablated.terms[f"raw/{term}"], w[f"raw/{term}"])
+    only_iou = run(use_video=False, eta=0.0, task_weight=0.0)
     assert torch.allclose(only_iou.total, w["raw/iou"])
     assert "raw/video" not in run(use_video=False).terms
     weights = run(zeta=2.0, beta=3.0, eta=0.5)
@@ -383,3 +385,180 @@ def test_partial_reset_batch_does_not_duplicate_frames():
     nxt = make_batch(n=2, t=[1, 3], seed=3)
     nxt.rgb[1], nxt.mask[1] = steps[3].rgb[1], steps[3].mask[1]
     assert torch.allclose(a(nxt).terms["raw/video"][1], ref(steps[3]).terms["raw/video"][1])
+
+
+# ------------------------------------------------------------------ the Reward protocol, the paper setting
+# total per step of golden_scenario(), computed with the reward as it was before the Reward protocol and
+# the beyond-paper terms were added (same inputs): the paper setting must keep giving these numbers.
+GOLDEN_TOTALS = [
+    [0.74456, 1.012898, -0.66825],
+    [-0.494529, -0.413424, -0.779991],
+    [0.084098, 0.443578, -0.088051],
+    [-0.670347, -1.148689, -0.921354],
+    [-1.060411, 0.536784, -0.352709],
+    [-0.674321, -0.543794, -0.895109],
+    [0.533276, -0.213926, -0.820087],
+    [-0.459457, -0.436899, -0.842157],
+]
+
+
+def golden_scenario(protocol: bool, **over) -> list[list[float]]:
+    """3 envs, 8 steps with video (clip 3, stride 2); env 1 resets after step 4 (a partial reset batch)."""
+    enc = MeanPoolEncoder(clip_len=3, clip_stride=2)
+    emb = torch.randn(12, 8, generator=torch.Generator().manual_seed(7))
+    r = NILReward(
+        RewardConfig(task_weight=0.5, **over),
+        ref_masks=ref_masks(),
+        num_envs=3,
+        action_dim=4,
+        device="cpu",
+        encoder=enc,
+        ref_embeddings=emb,
+    )
+
+    def reset(ids, batch):
+        if protocol:
+            r.reset(ids, batch)
+        else:  # the pair every caller wrote before the protocol
+            r.reset(ids)
+            r(batch)
+
+    reset(None, make_batch(t=0, seed=100))
+    out = []
+    for step in range(1, 9):
+        ts = [step, step if step < 5 else step - 4, step + 10]
+        o = r(make_batch(t=ts, seed=step))
+        out.append(o.total.tolist())
+        if step == 4:  # the sim's partial reset batch: only env 1 changed
+            rb, same = make_batch(t=[4, 0, 14], seed=200), make_batch(t=ts, seed=step)
+            for i in (0, 2):
+                rb.rgb[i], rb.mask[i] = same.rgb[i], same.mask[i]
+            reset(torch.tensor([1]), rb)
+    return out
+
+
+@pytest.mark.parametrize("protocol", [False, True])
+def test_paper_setting_reproduces_the_previous_reward(protocol):
+    got = golden_scenario(protocol)
+    assert got == [pytest.approx(row, abs=2e-6) for row in GOLDEN_TOTALS]
+    # the beyond-paper switches at their paper values change nothing
+    assert golden_scenario(protocol, iou_window=0, speed_weight=0.0) == got
+
+
+def test_nilreward_implements_the_reward_protocol():
+    from nil.reward import Reward
+
+    r = NILReward(
+        RewardConfig(use_video=False), ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu"
+    )
+    assert isinstance(r, Reward)
+
+
+def test_reset_primes_only_the_given_envs():
+    enc = MeanPoolEncoder(clip_len=3, clip_stride=1)
+    kw = dict(
+        ref_masks=ref_masks(), action_dim=4, device="cpu", encoder=enc, ref_embeddings=torch.randn(12, 8)
+    )
+    r = NILReward(RewardConfig(), num_envs=2, **kw)
+    r.reset(None, make_batch(n=2, t=0, seed=1))
+    assert enc.calls == []  # priming stores frame 0; the reset frame earns no reward
+    assert r._count.tolist() == [1, 1]
+    r(make_batch(n=2, t=1, seed=2))
+    rb = make_batch(n=2, t=[0, 1], seed=3)
+    r.reset(torch.tensor([0]), rb)
+    assert r._count.tolist() == [1, 2]  # env 1 (t unchanged) kept its two frames
+
+
+def speed_reward(weight: float = 1.0, sigma: float = 0.25, t_len: int = 12):
+    vel = torch.zeros(t_len, 2)
+    vel[:, 0] = 0.5  # the reference walks +x at 0.5 m/s
+    cfg = RewardConfig(use_video=False, speed_weight=weight, speed_sigma=sigma)
+    return NILReward(
+        cfg, ref_masks=ref_masks(t_len), num_envs=4, action_dim=4, device="cpu", ref_root_vel=vel
+    )
+
+
+def test_speed_term_signs_and_values():
+    r = speed_reward()
+    b = make_batch(n=4, rest=True)
+    b.root_lin_vel = torch.tensor([[0.5, 0.0, 0.3], [0.0, 0.0, 0.0], [-0.5, 0.0, 0.0], [0.5, 0.25, 0.0]])
+    out = r(b)
+    s = out.terms["raw/speed"]
+    # matching the reference (vertical velocity ignored) > sideways error > standing > walking backwards
+    assert s[0].item() == pytest.approx(1.0)
+    assert s[3].item() == pytest.approx(math.exp(-1.0), rel=1e-5)
+    assert s[1].item() == pytest.approx(math.exp(-4.0), rel=1e-5)
+    assert s[2].item() == pytest.approx(math.exp(-16.0), rel=1e-4)
+    assert torch.allclose(out.terms["weighted/speed"], s)
+    base = NILReward(
+        RewardConfig(use_video=False), ref_masks=ref_masks(), num_envs=4, action_dim=4, device="cpu"
+    )
+    plain = base(b)
+    assert "raw/speed" not in plain.terms  # off by default: the paper's reward
+    assert torch.allclose(out.total - plain.total, s)
+    assert torch.allclose(speed_reward(weight=2.0)(b).terms["weighted/speed"], 2.0 * s)
+
+
+def test_speed_term_follows_the_reference_frame():
+    vel = torch.zeros(12, 2)
+    vel[6:, 0] = 1.0  # the reference stands for 6 frames, then walks
+    r = NILReward(
+        RewardConfig(use_video=False, speed_weight=1.0),
+        ref_masks=ref_masks(),
+        num_envs=2,
+        action_dim=4,
+        device="cpu",
+        ref_root_vel=vel,
+    )
+    b = make_batch(n=2, t=[2, 8], rest=True)
+    b.root_lin_vel = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    assert r(b).terms["raw/speed"].tolist() == pytest.approx([1.0, 1.0])
+    b.root_lin_vel = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    assert (r(b).terms["raw/speed"] < 0.01).all()
+
+
+def test_speed_term_without_a_reference_velocity_names_the_switch():
+    from nil.errors import ConfigError
+
+    cfg = RewardConfig(use_video=False, speed_weight=1.0)
+    with pytest.raises(ConfigError, match=r"reward\.speed_weight"):
+        NILReward(cfg, ref_masks=ref_masks(), num_envs=1, action_dim=4, device="cpu")
+    with pytest.raises(ConfigError, match=r"reward\.speed_weight"):
+        NILReward(
+            cfg, ref_masks=ref_masks(), num_envs=1, action_dim=4, device="cpu", ref_root_vel=torch.zeros(5, 2)
+        )
+    bad = torch.zeros(12, 2)
+    bad[3, 0] = float("nan")
+    with pytest.raises(ConfigError, match="finite"):
+        NILReward(cfg, ref_masks=ref_masks(), num_envs=1, action_dim=4, device="cpu", ref_root_vel=bad)
+
+
+def test_iou_window_takes_the_best_nearby_reference_frame():
+    refm = torch.zeros(12, H, W, dtype=torch.bool)
+    for k in range(12):
+        refm[k, 4:12, k : k + 4] = True  # a box sliding right by one pixel per frame
+    n = 5
+    t = torch.full((n,), 6, dtype=torch.long)
+    b = make_batch(n=n, t=6)
+    b.mask = torch.stack([refm[6 + k] for k in (-3, -2, 0, 2, 3)])  # agent behind / ahead of the reference
+    kw = dict(ref_masks=refm, num_envs=n, action_dim=4, device="cpu")
+    exact = NILReward(RewardConfig(use_video=False), **kw)(b)
+    win = NILReward(
+        RewardConfig(use_video=False, iou_window=2), ref_masks=refm, num_envs=n, action_dim=4, device="cpu"
+    )(b)
+    assert exact.terms["raw/iou"].tolist() == pytest.approx(iou(b.mask, refm[t]).tolist())
+    assert "raw/iou_exact" not in exact.terms
+    assert win.terms["raw/iou_exact"].tolist() == exact.terms["raw/iou"].tolist()
+    one_off = iou(refm[:1], refm[1:2]).item()  # 3 frames behind/ahead: the window's edge is 1 frame away
+    assert one_off == pytest.approx(3 / 5)
+    assert win.terms["raw/iou"].tolist() == pytest.approx([one_off, 1.0, 1.0, 1.0, one_off])
+    assert exact.terms["raw/iou"].tolist() == pytest.approx([1 / 7, 2 / 6, 1.0, 2 / 6, 1 / 7])
+    assert (win.terms["raw/iou"] >= exact.terms["raw/iou"]).all()
+    assert torch.allclose(win.total - exact.total, win.terms["raw/iou"] - exact.terms["raw/iou"])
+
+
+def test_removed_switches_still_load_as_zero_weights():
+    assert RewardConfig(use_iou=False).beta == 0.0 and RewardConfig(use_reg=False).eta == 0.0
+    cfg = RewardConfig(use_iou=True, use_reg=True, beta=0.5)
+    assert (cfg.beta, cfg.eta) == (0.5, 1.0)
+    assert "use_iou" not in cfg.model_dump() and "use_reg" not in cfg.model_dump()

@@ -47,7 +47,7 @@ def test_flow_fallback_matches_simulator_masks(robot, tmp_path, request):
 
 
 def test_masks_match_simulator_size_and_polarity(tmp_path):
-    """Non-square camera: stored masks are [T, height, width], frame 0 is the simulator's m0 (True = robot)."""
+    """Non-square camera: stored masks are [T, height, width], frame 0 is the simulator's m0 (True=robot)."""
     import imageio.v3 as iio
 
     paths, cfg = _reference(tmp_path / "ant", "ant", 96, 64, seconds=0.12)
@@ -62,7 +62,7 @@ def test_masks_match_simulator_size_and_polarity(tmp_path):
 
 
 def test_resize_rule_against_simulator_render():
-    """A 2x render brought down by the nearest-neighbour rule agrees with a direct render at the small size."""
+    """A 2x render brought down by the nearest-neighbour rule agrees with a direct render at small size."""
     import mujoco
 
     from nil.config import CameraConfig

@@ -1,4 +1,4 @@
-"""SAM2 through transformers: a tiny random-weight Sam2VideoModel saved to disk and loaded by the user's code path."""
+"""SAM2 through transformers: a tiny random-weight Sam2VideoModel saved to disk, loaded by the user's path."""
 
 from __future__ import annotations
 
@@ -115,3 +115,34 @@ def test_auto_picks_sam2_only_when_weights_are_local(tiny_sam2, tmp_path):
     assert resolve_segmenter_name("auto", str(tiny_sam2)) == ("sam2", None)
     name, notice = resolve_segmenter_name("auto", str(tmp_path / "absent"))
     assert name == "flow" and "flow" in notice
+
+
+def test_tiny_sam2_box_and_point_prompt_on_one_frame(tiny_sam2):
+    """The auto-prompt path (find the robot in frame 0): a box + an interior point, no mask."""
+    video, m0 = _video()
+    seg = Sam2Segmenter(str(tiny_sam2), device="cpu")
+    out = seg.segment_image(video.frames[0], box=(8, 10, 25, 40), point=(16, 20))
+    assert out.shape == (48, 40) and out.dtype == bool  # random weights: the mask itself is arbitrary
+
+
+def test_find_robot_keeps_the_classical_mask_when_sam2_disagrees(tiny_sam2):
+    from nil.reference.foreground import find_robot
+
+    frame = np.full((48, 40, 3), 200, np.uint8)
+    frame[12:34, 10:26] = (180, 40, 30)
+    seg = Sam2Segmenter(str(tiny_sam2), device="cpu")
+    fg = find_robot(frame, sam2=seg)
+    truth = np.zeros((48, 40), bool)
+    truth[12:34, 10:26] = True
+    assert "sam2_iou_with_coarse" in fg.info  # SAM2 ran on the auto-prompt
+    if fg.info.get("sam2_rejected"):
+        assert iou(fg.mask, truth) >= 0.9  # the classical foreground was kept
+
+
+def test_calibration_prompts_sam2_when_its_weights_are_here(tiny_sam2):
+    from nil.config import parse_config
+    from nil.reference.calibrate import sam2_if_available
+
+    cfg = parse_config({"segmenter": {"name": "auto", "model_id": str(tiny_sam2)}})
+    assert isinstance(sam2_if_available(cfg), Sam2Segmenter)
+    assert sam2_if_available(parse_config({"segmenter": {"name": "flow"}})) is None

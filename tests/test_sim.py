@@ -15,6 +15,7 @@ from nil.robots import get_robot
 from nil.sim import make_sim
 from nil.sim.base import BatchedSim
 from nil.sim.mujoco_envs import EnvGroup, layout_size, map_buffers, model_dims
+from nil.sim.task import LOAD_FRACTION
 
 CAM = CameraConfig(width=48, height=48)
 
@@ -161,6 +162,8 @@ def test_feet_touch_the_floor_after_settling(ant) -> None:
             b = sim.step(torch.zeros(1, 8))
         assert b.foot_contact.all()
         assert b.foot_vel_xy.abs().max() < 0.05  # standing still: no slip
+        weight = sim._group.rules.load_threshold / LOAD_FRACTION
+        assert abs(float(b.foot_force.sum()) - weight) < 0.05 * weight  # the feet carry the robot
         assert not b.terminated.any()
     finally:
         sim.close()
@@ -237,3 +240,129 @@ def test_humanoid_sizes_match_the_model(menagerie_root) -> None:
         assert b.foot_contact.all()  # standing on both feet at the keyframe
     finally:
         sim.close()
+
+
+def test_seed_changes_reset_noise_in_workers(ant) -> None:
+    sim = make_sim(ant, SimConfig(num_workers=1, reset_noise=0.1), num_envs=2, seed=3)
+    ref = make_sim(ant, SimConfig(num_workers=0, reset_noise=0.1), num_envs=2, seed=5)
+    try:
+        q3 = sim.reset().qpos.clone()
+        sim.seed(5)  # a resumed run reseeds: new noise, the same as a fresh sim with that seed
+        q5 = sim.reset().qpos.clone()
+        assert not torch.equal(q3, q5)
+        assert torch.equal(q5, ref.reset().qpos)
+    finally:
+        sim.close()
+        ref.close()
+
+
+def test_set_render_false_zero_rgb_same_mask(ant) -> None:
+    sim = make_sim(ant, SimConfig(num_workers=0, reset_noise=0.0), num_envs=2)
+    try:
+        on = sim.reset().clone()
+        assert on.rgb.any()
+        sim.set_render(False)
+        off = sim.reset().clone()
+        b = sim.step(torch.zeros(2, 8))
+        assert not off.rgb.any() and not b.rgb.any() and b.mask.any()
+        assert torch.equal(off.mask, on.mask)
+        sim.set_render(True)
+        assert torch.equal(sim.reset().rgb, on.rgb)
+    finally:
+        sim.close()
+
+
+def test_step_async_runs_in_the_worker_and_equals_step(ant) -> None:
+    acts = _actions(2, 8, 4, seed=3)
+    ref = make_sim(ant, SimConfig(num_workers=0, reset_noise=0.05), num_envs=2, seed=1)
+    sim = make_sim(ant, SimConfig(num_workers=1, reset_noise=0.05), num_envs=2, seed=1)
+    try:
+        ref.reset()
+        sim.reset()
+        for a in acts:
+            r = ref.step(a)
+            sim.step_async(a)
+            # step_async returned without waiting: the worker still owes its reply, t has not moved
+            assert sim._pool.busy and (sim._batch.t == r.t - 1).all()
+            with pytest.raises(SimulationError, match="step_wait"):
+                sim.reset()
+            b = sim.step_wait()
+            for name in ("obs", "mask", "rgb", "foot_force", "foot_vel_xy", "t"):
+                assert torch.equal(getattr(b, name), getattr(r, name)), name
+        with pytest.raises(SimulationError, match="step_async"):
+            sim.step_wait()
+    finally:
+        sim.close()
+        ref.close()
+
+
+BALL_XML = """<mujoco>
+  <option timestep="0.002"/>
+  <worldbody>
+    <geom name="floor" type="plane" size="5 5 0.1"/>
+    <body name="ball" pos="0 0 0.1">
+      <freejoint/>
+      <geom type="sphere" size="0.1" mass="1"/>
+      <body name="marker">
+        <joint name="spin" type="hinge" axis="0 0 1"/>
+        <geom type="sphere" size="0.01" mass="0.001" contype="0" conaffinity="0"/>
+      </body>
+    </body>
+  </worldbody>
+  <actuator><motor joint="spin" ctrlrange="-1 1"/></actuator>
+</mujoco>"""
+
+
+def test_slip_is_measured_at_the_contact_point(tmp_path) -> None:
+    """A ball rolling without slipping: its centre moves at 1 m/s, the point on the floor stands still."""
+    from nil.robots.spec import CameraSpec, RobotSpec
+
+    path = tmp_path / "ball.xml"
+    path.write_text(BALL_XML)
+    spec = RobotSpec(
+        name="ball",
+        description="a rolling ball",
+        mjcf_path=str(path),
+        root_body="ball",
+        torso_body="ball",
+        feet_bodies=["ball"],
+        control_hz=100.0,
+        fall_height=0.0,
+        max_tilt_deg=180.0,
+        camera=CameraSpec(width=16, height=16),
+    )
+    group, bufs = _group(spec, reset_noise=0.0, render=False)
+    group.reset()
+    d = group.datas[0]
+    r = 0.1
+    d.qvel[:6] = [1.0, 0, 0, 0, 1.0 / r, 0]  # v = omega x r: rolling along +x
+    mujoco.mj_forward(group.model, d)
+    bufs["action_in"][:] = 0
+    for _ in range(20):  # past the 2 mm drop of the reset pose
+        group.step()
+    assert bufs["foot_contact"][0, 0]
+    np.testing.assert_allclose(bufs["foot_force"][0, 0], 9.81 * 1.001, rtol=0.1)  # carries the weight
+    assert bufs["qvel"][0, 0] > 0.9  # the body's centre still rolls on at ~1 m/s ...
+    assert np.abs(bufs["foot_vel_xy"][0, 0]).max() < 0.05  # ... but the contact point does not slide
+    group.close()
+
+
+def test_foot_without_load_is_not_in_contact(ant) -> None:
+    """A contact that carries no force is not a foot contact: with a 10 cm floor margin, feet 5 cm up and
+    moving away have contacts (inside the margin) that the solver leaves unloaded; in the air neither."""
+    model = ant.load_model()
+    floor = np.flatnonzero((model.geom_type == mujoco.mjtGeom.mjGEOM_PLANE) & (model.geom_bodyid == 0))
+    model.geom_margin[floor] = 0.1
+    dims = model_dims(ant, model, 1)
+    bufs = map_buffers(bytearray(layout_size(dims)[0]), dims)
+    group = EnvGroup(ant, bufs, 0, 1, model=model, reset_noise=0.0, render=False)
+    d = group.datas[0]
+    for lift, vz, any_contacts in ((0.05, 3.0, True), (0.5, 0.0, False)):
+        group.reset()
+        d.qpos[2] += lift
+        d.qvel[2] = vz
+        mujoco.mj_forward(model, d)
+        group._write(np.arange(1), np.zeros(1, bool))
+        assert (d.ncon > 0) == any_contacts
+        assert not bufs["foot_contact"][0].any() and (bufs["foot_force"][0] == 0).all()
+    group.close()

@@ -1,4 +1,4 @@
-"""`nil sweep`: expansion and validation of sweep files, Ray execution, retries, re-runs, shared stage 1, results."""
+"""`nil sweep`: sweep files expanded and validated, Ray runs, retries, re-runs, shared stage 1, results."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 
 from nil.config import load_config
 from nil.errors import ConfigError
+from nil.scale import expand, references, worker
+from nil.scale import spec as sfile
 from nil.scale import sweep as sw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = {"robot": {"name": "ant"}, "skill": "walking", "reward": {"use_video": False}}
 
 
-def _spec(**kw) -> sw.SweepSpec:
-    return sw.parse_sweep({"base": BASE, **kw}, "test")
+def _spec(**kw) -> sfile.SweepSpec:
+    return sfile.parse_sweep({"base": BASE, **kw}, "test")
 
 
 # ----------------------------------------------------------------------------------------- no Ray needed
@@ -29,28 +31,57 @@ def _spec(**kw) -> sw.SweepSpec:
 def test_expansion_names_groups_and_configs(tmp_path: Path) -> None:
     spec = _spec(
         axes={"seed": [0, 1], "generator.seed": [3, 4], "skill": ["walking fast"]},
-        variants=[{"name": "full"}, {"name": "no_iou", "set": {"reward.use_iou": False}}],
+        variants=[{"name": "full"}, {"name": "no_iou", "set": {"reward.beta": 0.0}}],
     )
-    skills = sw.expand_sweep(spec, tmp_path)
+    skills = expand.expand_sweep(spec, tmp_path)
     assert len(skills) == 2 * 2 * 2
     names = [s.name for s in skills]
     assert len(set(names)) == 8
     # two axes end in "seed": both get their full key; spaces become underscores
     assert "no_iou__seed-1__generator_seed-4__skill-walking_fast" in names
-    again = [s.name for s in sw.expand_sweep(spec, tmp_path)]
+    again = [s.name for s in expand.expand_sweep(spec, tmp_path)]
     assert names == again  # stable across runs
     by = {s.name: s for s in skills}
     s = by["no_iou__seed-1__generator_seed-4__skill-walking_fast"]
-    assert s.config.reward.use_iou is False and s.config.seed == 1 and s.config.generator.seed == 4
+    assert s.config.reward.beta == 0 and s.config.seed == 1 and s.config.generator.seed == 4
     assert s.config.skill == "walking fast" and s.config.reward.use_video is False
-    assert by["full__seed-1__generator_seed-4__skill-walking_fast"].config.reward.use_iou is True
+    assert by["full__seed-1__generator_seed-4__skill-walking_fast"].config.reward.beta == 1.0
     assert s.directory == tmp_path / s.name
+    # each skill's config is resolved as `nil init` writes it: the robot's and the learner's values filled in
+    assert s.config.robot.control_hz is not None and s.config.rl.target_entropy is not None
+    assert s.config.derived.fields.get("robot.control_hz") == "robot.name"
     # stage 1 depends on the generator seed but not on the RL seed or the reward
     keys = {s.stage1_key for s in skills}
     assert len(keys) == 2
     same = [k.stage1_key for k in skills if k.config.generator.seed == 4]
     assert len(set(same)) == 1 and len(same) == 4
-    assert all(k.reference_dir.parent == tmp_path / sw.REFERENCES_DIR for k in skills)
+    assert all(k.reference_dir.parent == tmp_path / references.REFERENCES_DIR for k in skills)
+
+
+def test_stage1_grouping_is_the_bundle_cache_key(tmp_path: Path) -> None:
+    """Skills grouped together really share a reference: the bundle's own cache agrees with the grouping."""
+    from nil.config import parse_config
+    from nil.paths import SkillPaths
+    from nil.reference.bundle import CACHE_KEY_SECTIONS, generate_reference
+
+    assert references.STAGE1_FIELDS == CACHE_KEY_SECTIONS
+    tiny = {
+        "robot": {"name": "ant", "control_hz": 25},
+        "camera": {"width": 48, "height": 48},
+        "generator": {"name": "synthetic", "seconds": 0.4},
+        "reward": {"use_video": False},
+    }
+    a = parse_config(tiny, "a")
+    # differs in stage 2 only: same group, and the bundle finds its reference cached
+    b = parse_config(
+        {**tiny, "seed": 7, "reward": {"use_video": False, "eta": 0.3}, "rl": {"gamma": 0.9}}, "b"
+    )
+    c = parse_config({**tiny, "generator": {"name": "synthetic", "seconds": 0.4, "seed": 3}}, "c")
+    assert references.stage1_key(a) == references.stage1_key(b) != references.stage1_key(c)
+    paths = SkillPaths(tmp_path / "skill")
+    assert generate_reference(paths, a)["cached"] is False
+    assert generate_reference(paths, b)["cached"] is True
+    assert generate_reference(paths, c)["cached"] is False
 
 
 def test_base_from_path_preset_and_set(tmp_path: Path) -> None:
@@ -59,8 +90,8 @@ def test_base_from_path_preset_and_set(tmp_path: Path) -> None:
     sweep_file.write_text(
         "base: skill.yaml\npreset: cpu\nset: {rl.batch_size: 16}\naxes: {reward.zeta: [0.5]}\n"
     )
-    spec = sw.load_sweep(sweep_file)
-    (s,) = sw.expand_sweep(spec, tmp_path / "out", sweep_dir=tmp_path)
+    spec = sfile.load_sweep(sweep_file)
+    (s,) = expand.expand_sweep(spec, tmp_path / "out", sweep_dir=tmp_path)
     assert s.name == "zeta-0.5"
     assert (s.config.skill, s.config.rl.total_steps, s.config.rl.batch_size) == ("hopping", 77, 16)
     assert s.config.reward.zeta == 0.5 and s.config.reward.use_video is False  # from the cpu preset
@@ -85,6 +116,7 @@ def test_base_from_path_preset_and_set(tmp_path: Path) -> None:
         ),
         ({"axes": {"skill.x": [1]}}, ["skill.x", "not a config section"]),
         ({"resources": {"num_cpu": 1}}, ["resources.num_cpu", "unknown key"]),
+        ({"axes": {"robot.name": ["ant", "no_such_robot"]}}, ["skill robot-no_such_robot", "unknown robot"]),
     ],
 )
 def test_bad_sweep_fails_up_front_naming_the_key(tmp_path: Path, data: dict, needles: list[str]) -> None:
@@ -101,26 +133,26 @@ def test_bad_sweep_fails_up_front_naming_the_key(tmp_path: Path, data: dict, nee
 
 
 def test_examples_expand() -> None:
-    spec = sw.load_sweep(ROOT / "examples" / "ablation.yaml")
-    skills = sw.expand_sweep(spec, Path("/tmp/x"), sweep_dir=ROOT / "examples")
+    spec = sfile.load_sweep(ROOT / "examples" / "ablation.yaml")
+    skills = expand.expand_sweep(spec, Path("/tmp/x"), sweep_dir=ROOT / "examples")
     variants = {s.variant for s in skills}
     assert variants == {"full", "no_reg", "no_iou", "no_video", "only_reg", "only_iou", "only_video"}
     by_v = {s.variant: s.config.reward for s in skills}
-    assert (by_v["full"].use_video, by_v["full"].use_iou, by_v["full"].use_reg) == (True, True, True)
-    assert (by_v["only_iou"].use_video, by_v["only_iou"].use_iou, by_v["only_iou"].use_reg) == (
+    assert (by_v["full"].use_video, by_v["full"].beta > 0, by_v["full"].eta > 0) == (True, True, True)
+    assert (by_v["only_iou"].use_video, by_v["only_iou"].beta > 0, by_v["only_iou"].eta > 0) == (
         False,
         True,
         False,
     )
-    assert (by_v["no_video"].use_video, by_v["no_video"].use_iou, by_v["no_video"].use_reg) == (
+    assert (by_v["no_video"].use_video, by_v["no_video"].beta > 0, by_v["no_video"].eta > 0) == (
         False,
         True,
         True,
     )
     assert all(s.config.robot.name == "unitree_h1" for s in skills)
     assert len({s.stage1_key for s in skills}) == 1  # one generated video serves every arm and RL seed
-    demo = sw.load_sweep(ROOT / "examples" / "sweep_demo.yaml")
-    assert len(sw.expand_sweep(demo, Path("/tmp/x"), sweep_dir=ROOT / "examples")) >= 2
+    demo = sfile.load_sweep(ROOT / "examples" / "sweep_demo.yaml")
+    assert len(expand.expand_sweep(demo, Path("/tmp/x"), sweep_dir=ROOT / "examples")) >= 2
 
 
 # ----------------------------------------------------------------------------------------- on a local Ray
@@ -200,13 +232,13 @@ def test_failures_isolated_retried_and_rerun_skips(tmp_path: Path, local_ray) ->
         )
         assert (bad.status, bad.attempts) == ("failed", 2)  # first try + one retry
         assert bad.error == f"RuntimeError: forced failure of seed-1__generator_seed-{g}"
-        assert "forced failure" in (bad.directory / sw.LOG_FILE).read_text()  # the traceback is kept
+        assert "forced failure" in (bad.directory / worker.LOG_FILE).read_text()  # the traceback is kept
         assert (flaky.status, flaky.attempts, flaky.metrics["calls"]) == ("done", 2, 2)
     # stage 1 ran once per distinct reference, and every skill holds a link to it
-    gens = (out / sw.REFERENCES_DIR / "generated.txt").read_text().splitlines()
+    gens = (out / references.REFERENCES_DIR / "generated.txt").read_text().splitlines()
     assert len(gens) == 2
     for r in run.results:
-        s = next(k for k in sw.expand_sweep(spec, out) if k.name == r.name)
+        s = next(k for k in expand.expand_sweep(spec, out) if k.name == r.name)
         assert os.path.samefile(
             r.directory / "reference" / "video.mp4", s.reference_dir / "reference" / "video.mp4"
         )
@@ -248,7 +280,7 @@ def test_failures_isolated_retried_and_rerun_skips(tmp_path: Path, local_ray) ->
     run3 = sw.run_sweep(spec, out, task=fake_skill, reference_task=fake_reference, progress=False)
     assert all(r.status == "cached" for r in run3.results)
     assert (
-        len((out / sw.REFERENCES_DIR / "generated.txt").read_text().splitlines()) == 4
+        len((out / references.REFERENCES_DIR / "generated.txt").read_text().splitlines()) == 4
     )  # run 2 regenerated 2
 
 
@@ -261,7 +293,7 @@ def test_error_text_unwraps() -> None:
     assert sw._error_text(Wrapped(OSError("x\nmore"))) == "OSError: x"
     assert sw._error_text(ValueError("bad\nline 2")) == "ValueError: bad"
     assert re.match(r"^RuntimeError$", sw._error_text(RuntimeError()))
-    assert json.loads(json.dumps(sw._jsonable({"a": Path("/x")}))) == {"a": "/x"}
+    assert json.loads(json.dumps(worker._jsonable({"a": Path("/x")}))) == {"a": "/x"}
 
 
 # The pipeline test's tiny skill (tests/test_pipeline.py), as a sweep base: ~15-30 s per skill on 2 cores.
@@ -292,11 +324,11 @@ TINY_BASE = {
 @pytest.mark.slow
 def test_real_pipeline_sweep_shares_stage1(tmp_path: Path, local_ray) -> None:
     """The default task (nil.evaluation.pipeline.run_skill) on 4 tiny skills: 2 references x 2 reward arms."""
-    spec = sw.parse_sweep(
+    spec = sfile.parse_sweep(
         {
             "base": TINY_BASE,
             "axes": {"generator.gait_hz": [1.5, 2.5]},
-            "variants": [{"name": "iou_reg"}, {"name": "only_iou", "set": {"reward.use_reg": False}}],
+            "variants": [{"name": "iou_reg"}, {"name": "only_iou", "set": {"reward.eta": 0.0}}],
             "max_retries": 0,
         },
         "test",
@@ -311,14 +343,14 @@ def test_real_pipeline_sweep_shares_stage1(tmp_path: Path, local_ray) -> None:
         "only_iou__gait_hz-2.5",
     ]
     for r in run.results:
-        assert r.status == "done", (r.name, r.error, (r.directory / sw.LOG_FILE).read_text()[-3000:])
+        assert r.status == "done", (r.name, r.error, (r.directory / worker.LOG_FILE).read_text()[-3000:])
         assert r.attempts == 1 and r.report is not None and r.report.name == "report.html"
         assert 0.0 <= r.metrics["trained"]["mean_iou"] <= 1.0 and r.metrics["policy"]["step"] >= 160
         # the skill's own stage-1 cache accepted the shared reference: it did not generate again
         assert r.metrics["stages"]["generate"] == "skipped (cached)"
         assert r.metrics["stages"]["segment"] == "ran"
     # two references (one per gait), each generated once and linked into both reward arms
-    refs = sorted((out / sw.REFERENCES_DIR).iterdir())
+    refs = sorted((out / references.REFERENCES_DIR).iterdir())
     assert len(refs) == 2 and len(run.references) == 2
     for gait in ("1.5", "2.5"):
         a, b = out / f"iou_reg__gait_hz-{gait}", out / f"only_iou__gait_hz-{gait}"
@@ -330,7 +362,7 @@ def test_real_pipeline_sweep_shares_stage1(tmp_path: Path, local_ray) -> None:
     ib = json.loads((out / "iou_reg__gait_hz-2.5" / "reference" / "meta.json").read_text())["cache_key"]
     assert ia != ib
     # the reward arms really differ: no regulariser in only_iou
-    assert load_config(out / "only_iou__gait_hz-1.5").reward.use_reg is False
+    assert load_config(out / "only_iou__gait_hz-1.5").reward.eta == 0
     rows = _csv(out)
     assert set(rows) == set(res) and all(rows[n]["status"] == "done" for n in rows)
     assert float(rows["iou_reg__gait_hz-1.5"]["trained.mean_iou"]) == pytest.approx(

@@ -1,5 +1,5 @@
-"""The synthetic CPG teacher: walks forward upright on the demo ant and on Unitree A1, rendered by the
-agent's own simulator, with ground truth aligned to the retimed reference."""
+"""The synthetic generator: a teacher (here the CPG) walks forward upright on the demo ant and on Unitree A1,
+rendered by the agent's own simulator, with ground truth aligned to the retimed reference."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from nil.config import parse_config
 from nil.errors import ConfigError
 from nil.paths import SkillPaths
 from nil.reference import bundle
-from nil.reference.generators.synthetic import SyntheticGenerator, find_legs
+from nil.reference.generators.base import GeneratorResult
+from nil.reference.generators.synthetic import SyntheticGenerator
+from nil.teachers.cpg import find_legs
 
 SMALL = {"camera": {"width": 64, "height": 64}}
 
@@ -63,15 +65,17 @@ def test_a1_walks_forward_upright(menagerie_root):
     cfg = parse_config({**SMALL, "robot": {"name": "unitree_a1"}, "generator": {"seconds": 1.2}})
     g = SyntheticGenerator(cfg)
     frame0 = np.zeros((64, 64, 3), np.uint8)
-    video = g.generate(frame0, "The Unitree A1 is walking", num_frames=None, fps=None, seed=0)
+    result = g.generate(frame0, "The Unitree A1 is walking", num_frames=None, fps=None, seed=0)
+    assert isinstance(result, GeneratorResult)
+    video, t, info = result.video, result.teacher, result.info
     assert video.num_frames == 31 and video.fps == 25.0 and video.hw == (64, 64)
-    t = g.teacher
+    assert t is not None
     assert t["qpos"].shape == (121, 19)
     progress = float(t["root_x"][-1] - t["root_x"][0])
     assert progress > 0.2, progress
     assert (_up_z(t["qpos"]) > 0.8).all()
     assert t["root_pos"][:, 2].min() > g.spec.fall_height
-    assert g.info["fell_at_step"] is None and g.info["root_x_progress_m"] == pytest.approx(progress, abs=1e-3)
+    assert info["fell_at_step"] is None and info["root_x_progress_m"] == pytest.approx(progress, abs=1e-3)
     assert t["masks"][::4].any(axis=(1, 2)).all()  # the tracking camera keeps the robot in view
 
 

@@ -1,4 +1,4 @@
-"""MuJoCo Warp backend on Warp's CPU device: parity with the CPU backend, per-world resets, put_model per preset.
+"""MuJoCo Warp backend on Warp's CPU device: parity with the CPU backend, resets, graphs, put_model.
 
 One session-scoped WarpSim (ant, 2 worlds, 64x64) carries the cold kernel compile (~25-40 s on 2 cores,
 ~1 s with a warm WARP_CACHE_PATH); every simulation test reuses it.
@@ -20,6 +20,7 @@ from nil.config import SimConfig  # noqa: E402
 from nil.errors import SimulationError  # noqa: E402
 from nil.robots import get_robot, list_presets  # noqa: E402
 from nil.sim.warp_backend import WarpSim, check_put_model, tracking_model, warp_status  # noqa: E402
+from nil.sim.warp_backend.sim import _OVERFLOW_CHECK_EVERY  # noqa: E402
 
 pytestmark = pytest.mark.warp
 RES = 64
@@ -77,8 +78,10 @@ def test_batch_shapes_and_dtypes(wsim):
     assert b.obs.shape == (N, wsim.obs_dim) and b.obs.dtype == torch.float32
     assert b.foot_contact.shape == (N, 4) and b.foot_vel_xy.shape == (N, 4, 2)
     assert (b.t == 0).all() and not b.terminated.any() and not b.truncated.any()
-    # the ant stands on its four feet at reset, and fills a plausible part of the frame
-    assert b.foot_contact.all()
+    # the ant stands on its feet at reset (with joint noise a foot may carry no load yet), and fills a
+    # plausible part of the frame
+    assert (b.foot_contact.sum(1) >= 3).all() and (b.foot_force >= 0).all()
+    assert torch.equal(b.foot_contact, b.foot_force > wsim.rules.load_threshold)
     frac = b.mask.float().mean(dim=(1, 2))
     assert ((frac > 0.02) & (frac < 0.5)).all()
     assert (b.torso_up_z > 0.9).all()
@@ -133,7 +136,7 @@ def test_parity_with_cpu_renderer_and_physics(wsim):
             assert robot_diff <= 8.0
             # whole frame: the floor differs (GL modulates the texture after clamping the lit colour,
             # MJWarp clamps after modulating; see docs/benchmarks.md); catch gross breakage only
-            assert np.abs(rgb.astype(int) - rw.astype(int)).mean() <= 40.0
+            assert np.abs(rgb.astype(int) - rw.astype(int)).mean() <= 48.0  # measured 22-40 (floor share)
 
 
 def test_reset_some_worlds_leaves_others_untouched(wsim):
@@ -189,7 +192,7 @@ def test_contact_overflow_is_reported():
     cfg = SimConfig(backend="warp", device="cpu", num_envs=N, nconmax=1, njmax=8)
     with pytest.raises(SimulationError, match=r"sim\.nconmax|sim\.njmax"):
         with WarpSim(spec, cfg, seed=0) as sim:
-            for _ in range(3):
+            for _ in range(_OVERFLOW_CHECK_EVERY):  # the flags are read every that many steps
                 sim.step(torch.zeros(N, sim.action_dim))
 
 
@@ -203,3 +206,123 @@ def test_make_sim_builds_warp_backend(wsim):
         assert sim.device == torch.device("cpu") and sim.image_hw == (RES, RES)
     finally:
         sim.close()
+
+
+def test_graph_replay_matches_eager_including_partial_reset(wsim):
+    """The captured path (Warp's CPU capture runs the same code as CUDA graphs) gives the eager results:
+    the warm-up run before a capture must not advance physics, and resets replay their own graph."""
+    acts = _actions(4, 3, wsim.action_dim)
+
+    def run() -> list:
+        wsim.seed(11)
+        out = [wsim.reset().clone()]
+        for a in acts:
+            out.append(wsim.step(a).clone())
+        out.append(wsim.reset(torch.tensor([1])).clone())
+        out.append(wsim.step(acts[0]).clone())
+        return out
+
+    eager = run()
+    wsim._use_graph = True
+    try:
+        captured = run()
+        assert set(wsim._graphs) == {"reset", "step"}
+        replayed = run()
+    finally:
+        wsim._use_graph, wsim._graphs = False, {}
+    for e, c, r in zip(eager, captured, replayed, strict=True):
+        for name in ("qpos", "qvel", "obs", "mask", "foot_force", "t", "terminated"):
+            assert torch.equal(getattr(e, name), getattr(c, name)), name
+            assert torch.equal(getattr(e, name), getattr(r, name)), name
+
+
+def test_solver_falls_back_without_conditional_graphs(wsim):
+    import types
+
+    m = types.SimpleNamespace(opt=types.SimpleNamespace(graph_conditional=True))
+    from nil.sim.warp_backend.sim import configure_solver
+
+    configure_solver(m, capture=False, conditional_ok=False)
+    assert m.opt.graph_conditional  # uncaptured: the eager while-loop works on any driver
+    configure_solver(m, capture=True, conditional_ok=True)
+    assert m.opt.graph_conditional
+    configure_solver(m, capture=True, conditional_ok=False)
+    assert not m.opt.graph_conditional
+
+
+def test_seed_sets_reset_noise_like_the_cpu_backend(wsim):
+    from nil.sim import make_sim
+
+    wsim.seed(7)
+    q7 = wsim.reset().qpos.clone()
+    wsim.seed(8)
+    q8 = wsim.reset().qpos.clone()
+    wsim.seed(7)
+    assert torch.equal(wsim.reset().qpos, q7) and not torch.equal(q7, q8)
+    # one rule for both backends: the same seed draws the same reset pose
+    cpu = make_sim(_spec(), SimConfig(num_workers=0, reset_noise=0.05), num_envs=N, seed=7)
+    try:
+        torch.testing.assert_close(cpu.reset().qpos, q7, rtol=0, atol=1e-6)
+    finally:
+        cpu.close()
+
+
+def test_set_render_false_zero_rgb_same_mask(wsim):
+    wsim.seed(3)
+    on = wsim.reset().clone()
+    assert on.rgb.any()
+    wsim.set_render(False)
+    try:
+        wsim.seed(3)
+        off = wsim.reset().clone()
+        b = wsim.step(torch.zeros(N, wsim.action_dim))
+        assert not b.rgb.any() and b.mask.any()
+    finally:
+        wsim.set_render(True)
+    assert not off.rgb.any() and torch.equal(off.mask, on.mask)
+    wsim.seed(3)
+    assert torch.equal(wsim.reset().rgb, on.rgb)
+
+
+def test_step_async_then_wait_is_step(wsim):
+    wsim.seed(5)
+    wsim.reset()
+    a = _actions(6, 1, wsim.action_dim)[0]
+    ref = wsim.step(a).clone()
+    wsim.seed(5)
+    wsim.reset()
+    wsim.step_async(a)
+    with pytest.raises(SimulationError, match="step_wait"):
+        wsim.reset()
+    b = wsim.step_wait()
+    for name in ("qpos", "obs", "mask", "rgb", "foot_force"):
+        assert torch.equal(getattr(b, name), getattr(ref, name)), name
+
+
+def test_task_outputs_match_the_cpu_backend_from_the_same_state(wsim):
+    """Same state -> the same obs, termination and feet from both backends (the rules are nil.sim.task's)."""
+    from nil.sim.mujoco_envs import EnvGroup, layout_size, map_buffers, model_dims
+
+    spec = _spec()
+    wsim.seed(2)
+    wsim.reset()
+    for _ in range(15):  # settle onto the feet: a unique contact solution for both solvers
+        b = wsim.step(torch.zeros(N, wsim.action_dim))
+    model = spec.load_model()
+    dims = model_dims(spec, model, N)
+    bufs = map_buffers(bytearray(layout_size(dims)[0]), dims)
+    group = EnvGroup(spec, bufs, 0, N, model=model, render=False)
+    for w, d in enumerate(group.datas):
+        d.qpos[:] = b.qpos[w].double().numpy()
+        d.qvel[:] = b.qvel[w].double().numpy()
+        d.ctrl[:] = wsim._v.ctrl[w].double().numpy()
+        mujoco.mj_forward(model, d)
+    group._write(np.arange(N), np.zeros(N, bool))
+    cpu = {k: torch.from_numpy(v.copy()) for k, v in bufs.items()}
+    torch.testing.assert_close(cpu["obs"][:, :-1], b.obs[:, :-1], rtol=0, atol=1e-6)
+    for name in ("terminated", "foot_contact", "nonfinite"):
+        assert torch.equal(cpu[name], getattr(b, name)), name
+    assert b.foot_contact.any()
+    torch.testing.assert_close(cpu["torso_up_z"], b.torso_up_z, rtol=0, atol=1e-4)
+    torch.testing.assert_close(cpu["foot_force"], b.foot_force, rtol=0.05, atol=0.05)
+    torch.testing.assert_close(cpu["foot_vel_xy"], b.foot_vel_xy, rtol=0, atol=5e-3)

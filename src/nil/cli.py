@@ -77,11 +77,17 @@ def init(
     directory: DirArg,
     robot: Annotated[str, typer.Option("--robot", help="preset name or MJCF path")] = "ant",
     skill: Annotated[str, typer.Option("--skill", help="the skill in words, e.g. 'walking'")] = "walking",
-    generator: Annotated[str, typer.Option("--generator", help="synthetic | file | diffusers")] = "synthetic",
+    generator: Annotated[
+        str, typer.Option("--generator", help="synthetic | file | diffusers (or a plugin's name)")
+    ] = "synthetic",
     video: Annotated[Path | None, typer.Option("--video", help="video file, for --generator file")] = None,
     model: Annotated[str | None, typer.Option("--model", help="diffusers model id or local path")] = None,
     preset: Annotated[
-        str, typer.Option("--preset", help="cpu (SAC, no video term) | gpu (BRO, paper)")
+        str,
+        typer.Option(
+            "--preset",
+            help="cpu (SAC, no video term) | gpu (BRO, parallel envs) | paper (exactly the paper) | demo",
+        ),
     ] = "cpu",
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: section.key=value")] = None,
     force: ForceOpt = False,
@@ -111,6 +117,19 @@ def generate(directory: DirArg, force: ForceOpt = False) -> None:
 
 
 @app.command()
+def calibrate(
+    directory: DirArg,
+    force: Annotated[
+        bool, typer.Option("--force", help="use the fit even when it fails the IoU gate")
+    ] = False,
+) -> None:
+    """Fit the tracking camera to the reference video's frame 0; writes skill.yaml's camera."""
+    from nil.reference.calibrate import calibrate_command
+
+    calibrate_command(directory, force=force)
+
+
+@app.command()
 def segment(directory: DirArg, force: ForceOpt = False) -> None:
     """Reference masks for every retimed frame (cached)."""
     from nil.reference.segment import segment_command
@@ -136,7 +155,9 @@ def train(
 @app.command("eval")
 def eval_(
     directory: DirArg,
-    episodes: Annotated[int, typer.Option("--episodes", help="deterministic rollouts")] = 1,
+    episodes: Annotated[
+        int, typer.Option("--episodes", help="deterministic rollouts per policy (>= 5 for a figure)")
+    ] = 5,
 ) -> None:
     """Evaluate the trained policy: eval/metrics.json and eval/side_by_side.mp4."""
     from nil.evaluation.evaluate import eval_command
@@ -157,11 +178,14 @@ def run(
     directory: DirArg,
     steps: Annotated[int | None, typer.Option("--steps", help="total env steps")] = None,
     force: ForceOpt = False,
+    episodes: Annotated[
+        int, typer.Option("--episodes", help="evaluation rollouts per policy (>= 5 for a figure)")
+    ] = 5,
 ) -> None:
     """Every stage in order, each skipped when its cache is valid; resumes a killed run."""
     from nil.evaluation.pipeline import run_command
 
-    run_command(directory, steps=steps, force=force)
+    run_command(directory, steps=steps, force=force, episodes=episodes)
 
 
 @app.command()
@@ -188,6 +212,18 @@ def sweep(
     from nil.scale.sweep import sweep_command
 
     sweep_command(sweep_file, address=address, out=out, num_cpus=num_cpus)
+
+
+@app.command()
+def export(
+    directory: DirArg,
+    format_: Annotated[str, typer.Option("--format", help="onnx | torchscript")] = "onnx",
+    out: Annotated[Path | None, typer.Option("--out", help="output folder (default: DIR/export)")] = None,
+) -> None:
+    """Write the trained policy (normaliser and action scaling folded in) + policy.json for deployment."""
+    from nil.rl.export import export_command
+
+    export_command(directory, format_, out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,8 @@ def hide_broken_torchvision() -> bool:
     except Exception as e:  # noqa: BLE001 - any import failure means: unusable here
         for k in [k for k in sys.modules if k == "torchvision" or k.startswith("torchvision.")]:
             del sys.modules[k]
-        sys.modules["torchvision"] = None  # type: ignore[assignment] - find_spec() then reports it absent
+        # None makes find_spec() report it absent
+        sys.modules["torchvision"] = None  # type: ignore[assignment]
         log.warning("torchvision is installed but cannot be imported (%s); continuing without it", e)
         return True
     return False

@@ -20,7 +20,7 @@ def gl_status() -> dict[str, Any]:
         ctx = mujoco.GLContext(64, 64)
         ctx.make_current()
         try:
-            from OpenGL import GL  # type: ignore[import-untyped]
+            from OpenGL import GL
 
             out["renderer"] = GL.glGetString(GL.GL_RENDERER).decode(errors="replace")
         except Exception:
@@ -58,11 +58,11 @@ def robots_status() -> list[dict[str, Any]]:
 
 def models_status() -> list[dict[str, Any]]:
     """The default model ids of the config, and whether each is in the local Hugging Face cache."""
-    from nil.config import EncoderConfig, GeneratorConfig, SegmenterConfig
+    from nil.config import DiffusersGeneratorConfig, EncoderConfig, Sam2SegmenterConfig
 
     wanted = [
-        ("generator", GeneratorConfig().model_id, "model_index.json"),
-        ("segmenter", SegmenterConfig().model_id, "config.json"),
+        ("generator", DiffusersGeneratorConfig().model_id, "model_index.json"),
+        ("segmenter", Sam2SegmenterConfig().model_id, "config.json"),
         ("encoder", EncoderConfig().model_id, "config.json"),
     ]
     rows = []

@@ -1,4 +1,4 @@
-"""`nil eval DIR`: deterministic rollouts of the trained policy (and of baselines), metrics.json, side_by_side.mp4.
+"""`nil eval DIR`: deterministic rollouts of the policy and baselines -> metrics.json, side_by_side.mp4.
 
 Rows of the metrics table:
 - trained: the latest good checkpoint's policy, deterministic actions;
@@ -14,21 +14,31 @@ import subprocess
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import torch
 
 from nil.config import SkillConfig, load_config
-from nil.errors import MissingStageError, SegmentationError
-from nil.evaluation.metrics import aggregate_episodes, episode_metrics, mask_iou, mean_forward_velocity
+from nil.errors import ConfigError, MissingStageError, SegmentationError
+from nil.evaluation.metrics import (
+    HEADLINE,
+    MIN_EPISODES,
+    RAMP_FRACTION,
+    RAMP_WINDOW_S,
+    STILL_SPEED,
+    aggregate_episodes,
+    episode_metrics,
+    spread_episodes,
+)
 from nil.evaluation.rollout import Episode, policy_act_fn, random_policy, run_episode, zero_policy
+from nil.evaluation.summary import print_summary
+from nil.evaluation.teacher import teacher_motion, teacher_row
 from nil.io import atomic_write_json, sha256_file, sha256_json
 from nil.paths import SkillPaths
 
-EVAL_VERSION = 2
+EVAL_VERSION = 3
 BASELINES = ("random", "zero")
+DEFAULT_EPISODES = MIN_EPISODES  # fewer is a setting (--episodes), noted in the printed table
 RANDOM_EPISODES = 3  # the random baseline is noisy: average at least this many episodes
 
 
@@ -86,7 +96,7 @@ def eval_cache_key(paths: SkillPaths, cfg: SkillConfig, episodes: int) -> str:
     )
 
 
-def evaluation_is_current(paths: SkillPaths, episodes: int = 1) -> bool:
+def evaluation_is_current(paths: SkillPaths, episodes: int = DEFAULT_EPISODES) -> bool:
     """True when metrics.json and side_by_side.mp4 exist and were made from exactly the current inputs."""
     if not (paths.metrics.exists() and paths.side_by_side.exists()):
         return False
@@ -99,84 +109,53 @@ def evaluation_is_current(paths: SkillPaths, episodes: int = 1) -> bool:
         return False
 
 
-def _teacher_replay(spec, model, qpos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Render the teacher's states through the agent's renderer: (rgb [T,H,W,3], mask [T,H,W], torso up_z [T])."""
-    import mujoco
+def video_motion(paths: SkillPaths, spec: Any, ref_masks: np.ndarray) -> tuple[float | None, list[str]]:
+    """(mean planar root speed [m/s] the reference video shows, warnings), from the floor flow alone.
 
-    from nil.sim.render import RobotRenderer
+    For references without a teacher (a video model's, a user's file): the only way to tell that the
+    robot in it does not travel. None when the floor cannot be tracked (a flat background).
+    """
+    from nil.errors import VideoError
+    from nil.reference.motion import reference_root_velocity
 
-    data = mujoco.MjData(model)
-    torso = spec.torso_id(model)
-    rgbs, masks, ups = [], [], []
-    with RobotRenderer(model, spec) as r:
-        for q in qpos:
-            data.qpos[:] = q
-            data.qvel[:] = 0
-            mujoco.mj_forward(model, data)
-            rgb, mask = r.render(data)
-            rgbs.append(rgb.copy())
-            masks.append(mask.copy())
-            ups.append(float(data.xmat[torso][8]))
-    return np.stack(rgbs), np.stack(masks), np.asarray(ups)
-
-
-def _teacher_metrics(
-    spec, model, teacher: dict[str, np.ndarray], ref_masks: np.ndarray, dt: float, target_speed: float
-) -> tuple[dict[str, float], np.ndarray]:
-    from nil.reward import task_reward
-
-    qpos = np.asarray(teacher["qpos"], dtype=np.float64)
-    root = np.asarray(teacher.get("root_pos", qpos[:, :3]), dtype=np.float64)
-    _, masks, ups = _teacher_replay(spec, model, qpos)
-    per_step = mask_iou(ref_masks[1:], masks[1 : len(ref_masks)])
-    if "qvel" in teacher:
-        lin_vel = np.asarray(teacher["qvel"], dtype=np.float64)[:, :3]
-    else:
-        lin_vel = np.gradient(root, dt, axis=0)
-    # task_reward reads only torso_up_z and root_lin_vel of a batch
-    state = SimpleNamespace(
-        torso_up_z=torch.as_tensor(ups[1:], dtype=torch.float32),
-        root_lin_vel=torch.as_tensor(lin_vel[1:], dtype=torch.float32),
-    )
-    task = task_reward(state, target_speed)
-    m = {
-        "mean_iou": float(per_step.mean()),
-        "mean_iou_alive": float(per_step.mean()),
-        "episode_length": float(len(qpos) - 1),
-        "falls": 0.0,
-        "forward_distance": float(root[-1, 0] - root[0, 0]),
-        "mean_velocity": mean_forward_velocity(root[:, 0], dt),
-        "task_reward": float(task.sum()),
-        "velocity_ratio": 1.0,
-        "root_traj_error": 0.0,
-        "joint_rmse_dtw": 0.0,
-    }
-    return m, per_step
+    try:
+        vel = reference_root_velocity(paths, spec, ref_masks)
+    except VideoError:
+        return None, []
+    speed = float(np.linalg.norm(np.asarray(vel, dtype=np.float64).mean(0)))
+    if speed >= STILL_SPEED:
+        return speed, []
+    return speed, [
+        f"the robot in the reference video does not travel ({speed:.3f} m/s from the floor's motion, below "
+        f"{STILL_SPEED} m/s): there is no speed to imitate; check the reference video or the prompt"
+    ]
 
 
 def evaluate(
     paths: SkillPaths,
-    episodes: int = 1,
+    episodes: int = DEFAULT_EPISODES,
     *,
     force: bool = False,
     baselines: tuple[str, ...] = BASELINES,
     write_video: bool = True,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Roll out the trained policy and the baselines, write eval/metrics.json (+ side_by_side.mp4); return metrics."""
+    """Roll out the policy and the baselines; write eval/metrics.json (+ side_by_side.mp4); return it."""
     import json
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from nil.reference.bundle import load_meta, load_reference
     from nil.reference.segment import load_masks
-    from nil.reward import NILReward, load_encoder, reference_embeddings, task_reward
+    from nil.reward import task_reward
+    from nil.reward.nil_reward import skill_reward
     from nil.rl import load_policy
     from nil.robots import robot_from_config
+    from nil.scene.success import scene_task, task_metrics
     from nil.sim import make_sim
 
     if episodes < 1:
-        raise MissingStageError("--episodes must be at least 1")
+        raise ConfigError(f"--episodes must be at least 1, got {episodes}")
     paths = paths if isinstance(paths, SkillPaths) else SkillPaths(Path(paths))
     cfg = load_config(paths.config)
     key = eval_cache_key(paths, cfg, episodes)
@@ -202,10 +181,7 @@ def evaluate(
     dt = 1.0 / float(spec.control_hz)
     horizon = ref.num_frames - 1
     policy = load_policy(paths, device="cpu")
-    encoder = ref_emb = None
-    if cfg.reward.use_video:
-        encoder = load_encoder(cfg.encoder)
-        ref_emb = reference_embeddings(paths, cfg.encoder, encoder)
+    make_reward = skill_reward(paths, cfg, spec, ref_masks)  # the reward exactly as training builds it
     teacher = None
     if meta.get("synthetic") and paths.teacher.exists():
         from nil.reference.bundle import load_teacher
@@ -213,25 +189,22 @@ def evaluate(
         teacher = load_teacher(paths)
     model = spec.load_model()
     jidx = joint_qpos_indices(model)
+    if teacher is not None:
+        ramp, teacher_speed, warnings = teacher_motion(teacher, dt)
+        video_speed = None
+    else:
+        ramp, teacher_speed = 0, float("nan")
+        video_speed, warnings = video_motion(paths, spec, ref_masks)
+    task = scene_task(spec)  # sitting / hanging / balancing when the skill has a scene with a task
     sim_cfg = cfg.sim.model_copy(update={"num_envs": 1, "num_workers": 0})
-
-    def make_reward(sim):
-        return NILReward(
-            cfg.reward,
-            ref_masks=torch.from_numpy(ref_masks),
-            num_envs=1,
-            action_dim=sim.action_dim,
-            device=sim.device,
-            encoder=encoder,
-            ref_embeddings=ref_emb,
-            dt=dt,
-        )
 
     def task_fn(batch):
         return task_reward(batch, cfg.reward.target_speed)
 
     names = ["trained", *baselines]
     results: dict[str, dict[str, float]] = {}
+    spread: dict[str, dict[str, float]] = {}
+    per_episode: dict[str, dict[str, list[float]]] = {}
     per_frame: dict[str, list[float]] = {}
     first: dict[str, Episode] = {}
     n_eps = {name: max(episodes, RANDOM_EPISODES) if name == "random" else episodes for name in names}
@@ -268,6 +241,8 @@ def evaluate(
                         task_fn=task_fn,
                         max_steps=horizon,
                         progress=lambda: prog.advance(bar),
+                        # colour only where something reads it: the filmed episode, or the video term
+                        rgb=cfg.reward.use_video or (write_video and name == "trained" and k == 0),
                     )
                     m, pf = episode_metrics(
                         ep,
@@ -276,17 +251,24 @@ def evaluate(
                         joint_idx=jidx,
                         teacher_qpos=None if teacher is None else teacher["qpos"],
                         teacher_root=None if teacher is None else teacher.get("root_pos"),
+                        ramp=ramp,
                     )
+                    m.update(task_metrics(spec, ep.qpos))  # scene tasks: success measures (nil.scene)
                     eps.append(m)
                     if k == 0:
                         first[name] = ep
                         per_frame[name] = [round(float(x), 4) for x in pf]
                 results[name] = aggregate_episodes(eps)
+                spread[name] = spread_episodes(eps)
+                per_episode[name] = {
+                    k: [round(float(m[k]), 5) for m in eps] for k in HEADLINE if all(k in m for m in eps)
+                }
             finally:
                 sim.close()
     if teacher is not None:
-        tm, tpf = _teacher_metrics(spec, model, teacher, ref_masks, dt, cfg.reward.target_speed)
+        tm, tpf = teacher_row(spec, model, teacher, ref_masks, dt, cfg.reward.target_speed, ramp)
         results["teacher"] = tm
+        spread["teacher"] = {k: 0.0 for k in tm}  # a replay is deterministic
         per_frame["teacher"] = [round(float(x), 4) for x in tpf]
 
     if write_video:
@@ -297,6 +279,7 @@ def evaluate(
         frames = compose_side_by_side(ref.frames[:n], ep.rgb[:n], ref_masks[:n], ep.mask[:n])
         write_side_by_side(paths.side_by_side, frames, ref.fps)
     trained = results.pop("trained")
+    sd = {"trained": spread.pop("trained"), **spread}
     gain = {
         k: trained[k] - results["random"][k]
         for k in ("mean_iou", "mean_velocity", "task_reward", "nil_return")
@@ -319,10 +302,22 @@ def evaluate(
         },
         "trained": trained,
         "baselines": results,
+        "sd": sd,
+        "per_episode": per_episode,
+        "ramp_steps": ramp,
+        "teacher_speed": None if teacher is None else round(teacher_speed, 5),
+        "reference_speed_from_video": None if video_speed is None else round(video_speed, 5),
+        "warnings": warnings,
+        "scene_task": task,
         "gain_over_random": gain,
         "per_frame_iou": per_frame,
         "notes": {
             "mean_iou": "steps 1..T-1; steps after a fall count as IoU 0",
+            "velocity_ratio": f"agent / teacher mean forward velocity after the teacher's start-up ramp "
+            f"(frames {ramp}..T: the ramp ends half a {RAMP_WINDOW_S} s window after the teacher's windowed "
+            f"speed first reaches {RAMP_FRACTION:.0%} of its second-half mean), the agent's while alive",
+            "sd": "population standard deviation over the evaluation episodes",
+            "zero": "standing still: all-zero actions",
             "task_reward": "HumanoidBench-style upright x forward-velocity reward summed over the episode "
             f"(target speed {cfg.reward.target_speed} m/s)",
             "teacher": "the synthetic teacher's motion replayed kinematically through the same renderer",
@@ -336,39 +331,11 @@ def evaluate(
     return out
 
 
-def _print_summary(m: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    keys = [
-        "mean_iou",
-        "video_similarity",
-        "task_reward",
-        "mean_velocity",
-        "forward_distance",
-        "velocity_ratio",
-        "joint_rmse_dtw",
-        "root_traj_error",
-        "reg_total",
-        "falls",
-        "episode_length",
-    ]
-    cols = [("trained", m["trained"])] + list((m.get("baselines") or {}).items())
-    table = Table(title=f"{m['robot']} / {m['skill']}: {m['episodes']} episode(s), horizon {m['horizon']}")
-    table.add_column("metric")
-    for name, _ in cols:
-        table.add_column(name, justify="right")
-    for k in keys:
-        if any(k in c for _, c in cols):
-            table.add_row(k, *[f"{c[k]:.4g}" if k in c else "-" for _, c in cols])
-    Console().print(table)
-
-
-def eval_command(directory: Path, episodes: int = 1) -> dict[str, Any]:
+def eval_command(directory: Path, episodes: int = DEFAULT_EPISODES) -> dict[str, Any]:
     """CLI: evaluate DIR and print the metrics table and where the files went."""
     paths = SkillPaths(Path(directory))
     m = evaluate(paths, episodes)
-    _print_summary(m)
+    print_summary(m)
     print(f"metrics: {paths.metrics}")
     print(f"side-by-side video: {paths.side_by_side}")
     return m

@@ -1,4 +1,4 @@
-"""Evaluation metrics on plain arrays: DTW joint RMSE, root-trajectory error, velocity ratio, IoU, episode totals.
+"""Evaluation metrics on plain arrays: DTW joint RMSE, root-trajectory error, velocity ratio, IoU, totals.
 
 Everything here is numpy on hand-made or recorded trajectories, so it is tested on known answers
 (a trajectory against a time-shifted copy of itself, the teacher against itself).
@@ -87,7 +87,7 @@ def dtw(a: np.ndarray, b: np.ndarray, *, slack: int | None = None, window: int |
         val = acc[end] / len(path)
         if val < best_val - 1e-15:
             best_end, best_val, best_path = end, val, path
-    if best_end is None:
+    if best_end is None or best_path is None:
         raise NilError("DTW found no alignment inside the window; widen `window`")
     return DTWResult(path=best_path, total_sq=float(acc[best_end]), dim=a.shape[1])
 
@@ -134,14 +134,65 @@ def mean_forward_velocity(root_x: np.ndarray, dt: float) -> float:
     return float((x[-1] - x[0]) / ((len(x) - 1) * dt))
 
 
+# The start-up ramp: a teacher starts from the standing reset pose, so its first frames are slower than its
+# gait. Velocities are compared after the ramp, which ends half a window after the teacher's forward speed,
+# averaged over a centred RAMP_WINDOW_S window, first reaches RAMP_FRACTION of its mean speed over the
+# second half of the clip (never later than half the clip; no cut when the first window is already at speed).
+RAMP_WINDOW_S = 0.5
+RAMP_FRACTION = 0.9
+# Below this mean forward speed [m/s] after the ramp a reference "does not move": no velocity ratio exists.
+STILL_SPEED = 0.05
+
+
+def ramp_end(
+    root_x: np.ndarray, dt: float, *, window_s: float = RAMP_WINDOW_S, fraction: float = RAMP_FRACTION
+) -> int:
+    """Index of the first frame after the start-up ramp of a forward trajectory (0 when it has none)."""
+    x = np.asarray(root_x, dtype=np.float64).reshape(-1)
+    if dt <= 0:
+        raise NilError(f"dt must be positive, got {dt}")
+    n = len(x) - 1  # last frame index
+    if n < 4:
+        return 0
+    cap = n // 2
+    half = n // 2
+    v_steady = (x[n] - x[half]) / ((n - half) * dt)
+    if v_steady <= 0:
+        return 0  # not moving forward: no ramp to cut (callers report "does not move")
+    h = max(1, min(int(round(window_s / dt / 2)), n // 4))
+    t = np.arange(h, n - h + 1)
+    v_centred = (x[t + h] - x[t - h]) / (2 * h * dt)
+    reached = np.flatnonzero(v_centred >= fraction * v_steady)
+    if len(reached) == 0:
+        return cap
+    if reached[0] == 0:
+        return 0  # already at speed over the first window: no ramp worth cutting
+    return int(min(t[reached[0]] + h, cap))
+
+
+def velocity_after(root_x: np.ndarray, dt: float, start: int) -> float:
+    """Mean +x velocity from frame `start` to the last frame (0 when fewer than two frames remain)."""
+    x = np.asarray(root_x, dtype=np.float64).reshape(-1)
+    return mean_forward_velocity(x[start:], dt) if len(x) - start >= 2 else 0.0
+
+
 def velocity_ratio(
-    agent_root_x: np.ndarray, teacher_root_x: np.ndarray, dt: float, teacher_dt: float | None = None
+    agent_root_x: np.ndarray,
+    teacher_root_x: np.ndarray,
+    dt: float,
+    teacher_dt: float | None = None,
+    *,
+    start: int = 0,
 ) -> float:
-    """Agent mean forward velocity / the teacher's (1 = as fast as the teacher)."""
-    tv = mean_forward_velocity(teacher_root_x, teacher_dt or dt)
+    """Agent mean forward velocity / the teacher's, both from frame `start` on (1 = as fast as the teacher).
+
+    The agent's velocity is taken over the frames it lived; one that fell before `start` scores 0.
+    """
+    tdt = teacher_dt or dt
+    tv = velocity_after(teacher_root_x, tdt, start)
     if abs(tv) < 1e-9:
         raise NilError("the teacher does not move forward; a velocity ratio is undefined for it")
-    return mean_forward_velocity(agent_root_x, dt) / tv
+    return velocity_after(agent_root_x, dt, int(round(start * tdt / dt))) / tv
 
 
 def root_trajectory_error(agent_root_xy: np.ndarray, teacher_root_xy: np.ndarray) -> float:
@@ -171,6 +222,45 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
+# A figure is a mean over at least this many evaluation episodes: one episode is an anecdote.
+MIN_EPISODES = 5
+# The figures a result is read from, with their spread over episodes (per_episode in metrics.json).
+HEADLINE = (
+    "mean_iou",
+    "velocity_ratio",
+    "velocity_after_ramp",
+    "root_traj_error",
+    "falls",
+    "task_reward",
+    "task_success",
+)
+
+# Which end of a metric is worse, for the "worst episode" column.
+WORSE_IS_LOWER = {
+    "mean_iou",
+    "velocity_ratio",
+    "velocity_after_ramp",
+    "task_reward",
+    "task_success",
+    "task_success_rate",
+    "task_env_return",
+}
+
+
+def worst(values: list[float], key: str) -> float:
+    """The worst of several runs' (or episodes') values of a metric: lowest, or highest for errors/falls."""
+    return min(values) if key in WORSE_IS_LOWER else max(values)
+
+
+def spread_episodes(episodes: list[dict[str, float]]) -> dict[str, float]:
+    """Population standard deviation of every scalar metric over episodes (0 for a single episode)."""
+    out: dict[str, float] = {}
+    for k, mean in aggregate_episodes(episodes).items():
+        vals = [float(ep[k]) for ep in episodes if isinstance(ep.get(k), (int, float, bool, np.number))]
+        out[k] = float(np.sqrt(np.mean((np.asarray(vals) - mean) ** 2)))
+    return out
+
+
 def summarize(values: list[float] | np.ndarray) -> dict[str, float]:
     """Mean / std / min / max of per-episode numbers (NaNs ignored)."""
     v = np.asarray(values, dtype=np.float64)
@@ -181,7 +271,7 @@ def summarize(values: list[float] | np.ndarray) -> dict[str, float]:
 
 
 def aggregate_episodes(episodes: list[dict[str, float]]) -> dict[str, float]:
-    """Average every scalar metric over episodes (keys missing in some episodes are averaged where present)."""
+    """Average every scalar metric over episodes (a key missing in some episodes: over those that have it)."""
     keys: list[str] = []
     for ep in episodes:
         keys += [k for k in ep if k not in keys]
@@ -204,11 +294,14 @@ def episode_metrics(
     teacher_qpos: np.ndarray | None = None,
     teacher_root: np.ndarray | None = None,
     teacher_dt: float | None = None,
+    ramp: int | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Scalar metrics of one recorded Episode against the reference masks (and the teacher when given).
 
     IoU is taken on steps 1..T-1 (the steps the reward sees; frame 0 is the shared reset pose). `mean_iou`
     counts the steps after a fall as 0, so falling early cannot score well; `mean_iou_alive` ignores them.
+    With a teacher, velocities are compared after its start-up ramp (`ramp` frames, default `ramp_end`
+    of the teacher's root x); a teacher slower than STILL_SPEED there gets no `velocity_ratio`.
     Returns (metrics, per-step IoU over the whole horizon [T-1]).
     """
     t_ref = len(ref_masks)
@@ -243,7 +336,12 @@ def episode_metrics(
         tdt = teacher_dt or dt
         if teacher_root is None:
             teacher_root = teacher_qpos[:, :3]
-        m["velocity_ratio"] = velocity_ratio(root_x, teacher_root[:, 0], dt, tdt)
+        if ramp is None:
+            ramp = ramp_end(teacher_root[:, 0], tdt)
+        start = int(round(ramp * tdt / dt))
+        m["velocity_after_ramp"] = velocity_after(root_x, dt, start)
+        if velocity_after(teacher_root[:, 0], tdt, ramp) >= STILL_SPEED:
+            m["velocity_ratio"] = velocity_ratio(root_x, teacher_root[:, 0], dt, tdt, start=ramp)
         m["root_traj_error"] = root_trajectory_error(ep.root_pos[:, :2], teacher_root[:, :2])
         if joint_idx is not None and len(joint_idx):
             m["joint_rmse_dtw"] = joint_rmse_dtw(ep.qpos[:, joint_idx], teacher_qpos[:, joint_idx])

@@ -18,55 +18,15 @@ from nil.config import SkillConfig, load_config, save_config
 from nil.errors import ConfigError
 from nil.paths import SkillPaths
 
-# The demo: the zero-download Ant, a synthetic teacher, the offline flow segmenter, reward = IoU +
-# regularisers, SAC at a CPU budget. Sized to finish within ~15 min on a fresh 2-core machine
-# (docs/benchmarks.md, "Imitation (known-answer)", has the measured numbers). Why these values:
-# - PD control at 25 Hz: the teacher's CPG is a PD gait, so its motion lies in the action space; 50
-#   decisions per 2-s reference keep the credit assignment short (gamma 0.95 likewise).
-# - eta = 0.2 and a tiny torque coefficient: with the default weights the regularisers cancel the IoU gain
-#   of starting to move (measured: scaling the teacher's actions from 0 to 0.25 left the return flat), so
-#   SAC settled on standing still; at 0.2 the return rises monotonically from standing to the teacher.
-# - init_temperature 0.05: from 1.0 the entropy bonus dominated a 0.6-per-step reward for ~15k steps.
-DEMO_OVERRIDES: list[str] = [
-    "camera.width=80",
-    "camera.height=80",
-    "robot.control_hz=25",
-    "robot.control_mode=pd",
-    "generator.name=synthetic",
-    "generator.seconds=2.0",
-    "segmenter.name=flow",
-    "reward.use_video=false",
-    "reward.eta=0.2",
-    "reward.torque_coef=2e-7",
-    "rl.algo=sac",
-    "rl.total_steps=45000",
-    "rl.warmup_steps=1000",
-    "rl.batch_size=128",
-    "rl.actor_width=128",
-    "rl.critic_width=128",
-    "rl.gamma=0.95",
-    "rl.init_temperature=0.05",
-    "rl.eval_interval=10000",
-    "rl.checkpoint_interval=5000",
-    "rl.video_interval=45000",
-    "rl.log_interval=500",
-    "rl.device=cpu",
-    "sim.num_envs=4",
-    "sim.num_workers=0",
-]
 DEMO_SKILL_DIR = "ant_walking"
 
 
 def demo_config(overrides: list[str] | None = None) -> SkillConfig:
-    """The skill config `nil demo` writes (the CPU preset plus the demo budget)."""
+    """The skill config `nil demo` writes: the `demo` preset (nil.presets, which says why each value)."""
     from nil.skill import build_config
 
     return build_config(
-        robot="ant",
-        skill="walking",
-        generator="synthetic",
-        preset="cpu",
-        overrides=[*DEMO_OVERRIDES, *(overrides or [])],
+        robot="ant", skill="walking", generator="synthetic", preset="demo", overrides=list(overrides or [])
     )
 
 
@@ -124,25 +84,26 @@ def run_skill(
     steps: int | None = None,
     force: bool = False,
     *,
-    episodes: int = 1,
+    episodes: int | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
-    """Run every stage of one skill folder in order, skipping each whose cache is valid; return the metrics."""
-    from nil.evaluation.evaluate import evaluate, evaluation_is_current
+    """Run every stage of one skill folder in order, skipping each whose cache is valid; return metrics."""
+    from nil.evaluation.evaluate import DEFAULT_EPISODES, evaluate, evaluation_is_current
     from nil.evaluation.report import report_is_current, write_report
     from nil.reference.bundle import generate_reference
     from nil.reference.segment import segment_reference
 
     paths = SkillPaths(Path(directory))
     cfg = load_config(paths.config)
+    episodes = DEFAULT_EPISODES if episodes is None else episodes
     st = _Stages(quiet)
     t_all = time.perf_counter()
 
     # 1. reference video (frame, generate, retime)
     t0 = st.begin("generate")
-    before = _fingerprint(paths.retimed, paths.teacher)
+    before = _fingerprint(paths.retimed)  # not teacher.npz: nothing that decides training reads it
     generate_reference(paths, cfg, force=force)
-    upstream_changed = _fingerprint(paths.retimed, paths.teacher) != before
+    upstream_changed = _fingerprint(paths.retimed) != before
     st.end("generate", t0, "ran" if upstream_changed else "skipped (cached)")
 
     # 2. reference masks
@@ -181,7 +142,7 @@ def run_skill(
             )
         summary = train(paths, cfg, steps=steps, resume=resume)
         if summary.get("interrupted"):
-            # the trainer caught SIGINT/SIGTERM and saved a checkpoint: stop here, do not evaluate a partial run
+            # the trainer caught SIGINT/SIGTERM and saved a checkpoint: stop, do not evaluate a partial run
             st.end("train", t0, f"interrupted at step {summary.get('step')}")
             st.console.print(
                 f"[yellow]training was interrupted at step {summary.get('step')}; run `nil run "
@@ -224,7 +185,9 @@ def run_skill(
     return result
 
 
-def run_command(directory: Path, steps: int | None = None, force: bool = False) -> dict[str, Any]:
+def run_command(
+    directory: Path, steps: int | None = None, force: bool = False, episodes: int | None = None
+) -> dict[str, Any]:
     """CLI: `nil run DIR`."""
     paths = SkillPaths(Path(directory))
     if not paths.config.exists():
@@ -232,13 +195,16 @@ def run_command(directory: Path, steps: int | None = None, force: bool = False) 
             f"no skill.yaml in {paths.root}; create one with `nil init {paths.root} --robot NAME "
             "--skill TEXT` (or try `nil demo`)"
         )
-    out = run_skill(paths.root, steps=steps, force=force)
+    from nil.evaluation.summary import print_summary
+
+    out = run_skill(paths.root, steps=steps, force=force, episodes=episodes)
+    print_summary(out)
     print(f"report: {paths.report}")
     return out
 
 
 def demo_command(out: Path, steps: int | None = None) -> dict[str, Any]:
-    """CLI: `nil demo [--out DIR]`: init the demo skill (unless it exists, then resume it) and run everything."""
+    """CLI: `nil demo [--out DIR]`: init the demo skill (or resume it if it exists) and run everything."""
     from rich.console import Console
 
     console = Console()
@@ -254,18 +220,10 @@ def demo_command(out: Path, steps: int | None = None) -> dict[str, Any]:
         "on the CPU. No downloads."
     )
     t0 = time.perf_counter()
+    from nil.evaluation.summary import print_summary
+
     m = run_skill(paths.root, steps=steps)
-    tr, rnd = m.get("trained", {}), (m.get("baselines") or {}).get("random", {})
-    for key, label in (
-        ("mean_iou", "mean IoU"),
-        ("mean_velocity", "forward velocity [m/s]"),
-        ("velocity_ratio", "velocity ratio to the teacher"),
-    ):
-        if key in tr:
-            console.print(
-                f"  {label}: trained {tr[key]:.3f}"
-                + (f" vs random policy {rnd[key]:.3f}" if key in rnd else "")
-            )
+    print_summary(m)
     console.print(f"demo finished in {time.perf_counter() - t0:.0f} s")
     print(f"report: {paths.report}")
     return m

@@ -1,14 +1,14 @@
 """`nil report DIR`: one self-contained eval/report.html (every image, plot and video embedded as a data URI).
 
-The page carries a tiny script that records, on <body> data attributes, whether every <video> and <img>
-loaded; the test (and a curious user) can read them, and a failed video shows a visible note.
+This module writes the HTML; the figures come from `nil.evaluation.plots`. The page carries a tiny script
+that records, on <body> data attributes, whether every <video> and <img> loaded; the test (and a curious
+user) can read them, and a failed video shows a visible note.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
 import tempfile
@@ -16,15 +16,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from nil.errors import MissingStageError
+from nil.evaluation.plots import (
+    plot_per_frame_iou,
+    plot_scalar_groups,
+    plot_segmentation_quality,
+    read_scalars,
+)
 from nil.io import atomic_write_text, sha256_json
 from nil.paths import SkillPaths
 
-# (label, better direction) for the metrics the evaluation writes; unknown keys are shown as they are.
+# (label, better direction) for the metrics the evaluation writes, in table order (the headline figures
+# first); unknown keys are shown as they are, after these.
 METRIC_LABELS: dict[str, tuple[str, str]] = {
     "mean_iou": ("mean mask IoU vs reference (0 after a fall)", "up"),
+    "velocity_ratio": ("velocity ratio to the teacher, after its start-up ramp", "1"),
+    "velocity_after_ramp": ("forward velocity after the teacher's start-up ramp [m/s]", "up"),
+    "root_traj_error": ("root-trajectory error [m]", "down"),
+    "falls": ("fall rate", "down"),
+    "task_success": ("scene task success (fraction of episodes; nil.scene.success)", "up"),
+    "task_success_rate": ("scene task: fraction of steps successful", "up"),
+    "task_env_return": ("scene task reward, episode sum", "up"),
     "mean_iou_alive": ("mean mask IoU while alive", "up"),
     "video_similarity": ("mean S_V (clip similarity)", "up"),
     "nil_return": ("NIL reward, episode sum", "up"),
@@ -32,15 +44,13 @@ METRIC_LABELS: dict[str, tuple[str, str]] = {
     "task_reward": ("walking task reward, episode sum ('env. reward')", "up"),
     "forward_distance": ("forward distance [m]", "up"),
     "mean_velocity": ("mean forward velocity [m/s]", "up"),
-    "velocity_ratio": ("velocity ratio to the teacher", "1"),
     "joint_rmse_dtw": ("joint-angle RMSE after DTW [rad]", "down"),
-    "root_traj_error": ("root-trajectory error [m]", "down"),
-    "falls": ("fall rate", "down"),
     "episode_length": ("episode length [steps]", "up"),
 }
 
 _STYLE = """
-body{font-family:system-ui,-apple-system,sans-serif;margin:1.5em auto;max-width:1150px;color:#222;padding:0 1em}
+body{font-family:system-ui,-apple-system,sans-serif;margin:1.5em auto;max-width:1150px;color:#222;
+  padding:0 1em}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;font-size:14px;margin:.5em 0}
 th,td{border:1px solid #ccc;padding:4px 9px;text-align:left}
@@ -48,7 +58,8 @@ th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums
 td.better{background:#e5f5e8;font-weight:600}
 .badge{display:inline-block;padding:3px 9px;border-radius:4px;font-weight:600;font-size:13px}
 .synthetic{background:#fff3cd;border:1px solid #e0b000;color:#6b4e00}
-.warn{background:#fdecea;border:1px solid #e0a0a0;color:#8a1c13;padding:.5em .8em;border-radius:4px;margin:.3em 0}
+.warn{background:#fdecea;border:1px solid #e0a0a0;color:#8a1c13;padding:.5em .8em;border-radius:4px;
+  margin:.3em 0}
 .ok{background:#e5f5e8;border:1px solid #9bd0a7;color:#1e5e2e;padding:.5em .8em;border-radius:4px}
 .media{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start}
 figure{margin:0} figcaption{font-size:13px;color:#555}
@@ -112,7 +123,8 @@ def _img_tag(data: bytes, mime: str, alt: str, cls: str = "frame") -> str:
 
 def _video_tag(data: bytes, title: str, cls: str = "") -> str:
     return (
-        f'<video class="{cls}" controls loop muted playsinline preload="auto" title="{html.escape(title, quote=True)}" '
+        f'<video class="{cls}" controls loop muted playsinline preload="auto" '
+        f'title="{html.escape(title, quote=True)}" '
         f'src="data:video/mp4;base64,{_b64(data)}"></video>'
     )
 
@@ -126,120 +138,6 @@ def browser_mp4(path: Path) -> bytes:
         out = Path(tmp) / "v.mp4"
         write_video(out, video)
         return out.read_bytes()
-
-
-# ---------------------------------------------------------------------------------------------- TensorBoard
-
-
-def read_scalars(tb_dir: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Every scalar tag of every TensorBoard event file under tb_dir -> (steps, values), last write per step wins."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tb_dir = Path(tb_dir)
-    if not tb_dir.exists():
-        return {}
-    merged: dict[str, dict[int, float]] = {}
-    run_dirs = sorted({p.parent for p in tb_dir.rglob("events.out.tfevents.*")})
-    for d in run_dirs:
-        # no purging: a resumed run re-logs from its checkpoint step; the merge below keeps the last write
-        acc = EventAccumulator(str(d), size_guidance={"scalars": 0}, purge_orphaned_data=False)
-        acc.Reload()
-        for tag in acc.Tags().get("scalars", []):
-            # events are in write order: a resumed run that re-logs a step overwrites the earlier value
-            for ev in sorted(acc.Scalars(tag), key=lambda e: e.wall_time):
-                merged.setdefault(tag, {})[int(ev.step)] = float(ev.value)
-    out = {}
-    for tag, d in merged.items():
-        steps = np.array(sorted(d), dtype=np.int64)
-        out[tag] = (steps, np.array([d[s] for s in steps], dtype=np.float64))
-    return out
-
-
-def _group_tags(tags: list[str]) -> list[tuple[str, list[str]]]:
-    raw = [t for t in tags if "raw/" in t]
-    weighted = [t for t in tags if "weighted/" in t]
-    used = set(raw) | set(weighted)
-    episode = [t for t in tags if t not in used and ("episode" in t or "return" in t or "eval" in t)]
-    used |= set(episode)
-    rewardish = [t for t in tags if t not in used and "reward" in t]
-    used |= set(rewardish)
-    other = [t for t in tags if t not in used]
-    groups = [
-        ("Reward terms (raw, per step)", raw),
-        ("Reward terms (weighted, per step)", weighted + rewardish),
-        ("Episodes and evaluation", episode),
-        ("Learner", other),
-    ]
-    return [(name, sorted(ts)) for name, ts in groups if ts]
-
-
-def _smooth(y: np.ndarray, n: int) -> np.ndarray:
-    if len(y) < 3 * n or n <= 1:
-        return y
-    k = np.ones(n) / n
-    pad = np.concatenate([np.full(n - 1, y[0]), y])
-    return np.convolve(pad, k, mode="valid")
-
-
-def plot_scalar_groups(
-    scalars: dict[str, tuple[np.ndarray, np.ndarray]], max_per_figure: int = 16
-) -> list[tuple[str, bytes]]:
-    """PNG figures (title, bytes) of the scalar curves, one figure per group of tags."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figs = []
-    for title, tags in _group_tags(list(scalars)):
-        tags = tags[:max_per_figure]
-        cols = min(4, len(tags))
-        rows = math.ceil(len(tags) / cols)
-        fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.4 * rows), squeeze=False)
-        for ax, tag in zip(axes.flat, tags, strict=False):
-            x, y = scalars[tag]
-            ax.plot(x, y, color="#9ab", lw=0.8)
-            if len(y) > 30:
-                ax.plot(x, _smooth(y, max(2, len(y) // 30)), color="#1f5fa8", lw=1.4)
-            ax.set_title(tag, fontsize=8.5)
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
-        for ax in list(axes.flat)[len(tags) :]:
-            ax.axis("off")
-        fig.suptitle(title, fontsize=11)
-        fig.tight_layout()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90)
-        plt.close(fig)
-        figs.append((title, buf.getvalue()))
-    return figs
-
-
-def plot_per_frame_iou(per_frame: dict[str, list[float]]) -> bytes | None:
-    """PNG of per-frame IoU vs the reference for the trained policy and the baselines."""
-    if not per_frame:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 2.8))
-    for name, ys in per_frame.items():
-        ax.plot(np.arange(len(ys)), ys, label=name, lw=1.3)
-    ax.set_xlabel("control step t (reference frame)")
-    ax.set_ylabel("mask IoU")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
-
-
-# -------------------------------------------------------------------------------------------------- content
 
 
 def _load_json(path: Path) -> dict[str, Any] | None:
@@ -295,58 +193,45 @@ def _flat_meta(
     return rows
 
 
-def plot_segmentation_quality(q: dict[str, Any]) -> bytes | None:
-    """PNG of the per-frame mask area (relative to m0) and consecutive-frame IoU of the reference masks."""
-    area, consec = q.get("area_ratio"), q.get("consecutive_iou")
-    if not isinstance(area, list) or not area:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 2.6))
-    axes[0].plot(area, color="#1f5fa8")
-    axes[0].axhline(1.0, color="#999", lw=0.8, ls="--")
-    axes[0].set_title("mask area / m0 area", fontsize=9)
-    if isinstance(consec, list) and consec:
-        axes[1].plot(np.arange(1, len(consec) + 1), consec, color="#2e7d32")
-    axes[1].set_ylim(-0.02, 1.02)
-    axes[1].set_title("IoU with the previous frame", fontsize=9)
-    for ax in axes:
-        ax.set_xlabel("reference frame", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return buf.getvalue()
+# Column headings of the baseline rows of metrics.json.
+BASELINE_LABELS = {
+    "random": "random actions (baseline)",
+    "zero": "standing still (baseline)",
+    "teacher": "teacher replay (ground truth)",
+}
 
 
 def metrics_table(metrics: dict[str, Any]) -> str:
-    """HTML table: one row per metric, columns trained | each baseline; the better of trained/random marked."""
+    """HTML table: one row per metric (mean ± sd over episodes), columns trained | worst episode | baselines.
+
+    The trained policy's cell is marked where it beats the random-action baseline.
+    """
+    from nil.evaluation.metrics import worst
+
     trained = metrics.get("trained") or {}
     baselines = metrics.get("baselines") or {}
-    cols = [("trained policy", trained)] + [
-        (f"{k} (baseline)" if k != "teacher" else "teacher (ground truth)", v) for k, v in baselines.items()
+    sd = metrics.get("sd") or {}
+    per_ep = (metrics.get("per_episode") or {}).get("trained") or {}
+    cols = [("trained", "trained policy", trained)] + [
+        (k, BASELINE_LABELS.get(k, f"{k} (baseline)"), v) for k, v in baselines.items()
     ]
-    keys = [k for k in METRIC_LABELS if any(k in c for _, c in cols)]
+    keys = [k for k in METRIC_LABELS if any(k in c for _, _, c in cols)]
     keys += sorted(
         {
             k
-            for _, c in cols
+            for _, _, c in cols
             for k, v in c.items()
             if k not in keys and isinstance(v, (int, float)) and not k.startswith("_")
         }
     )
-    head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(n)}</th>" for n, _ in cols) + "</tr>"
+    heads = [cols[0][1], "worst episode"] + [label for _, label, _ in cols[1:]]
+    head = "<tr><th>metric</th>" + "".join(f"<th>{html.escape(n)}</th>" for n in heads) + "</tr>"
     rows = []
     ref = baselines.get("random") or baselines.get("zero") or {}
     for k in keys:
         label, direction = METRIC_LABELS.get(k, (k, ""))
         cells = []
-        for i, (_, c) in enumerate(cols):
+        for i, (name, _, c) in enumerate(cols):
             v = c.get(k)
             cls = "num"
             if i == 0 and isinstance(v, (int, float)) and isinstance(ref.get(k), (int, float)):
@@ -358,7 +243,15 @@ def metrics_table(metrics: dict[str, Any]) -> str:
                 )
                 if better:
                     cls += " better"
-            cells.append(f'<td class="{cls}">{_fmt(v)}</td>')
+            spread = (sd.get(name) or {}).get(k) if v is not None else None
+            if isinstance(v, float) and isinstance(spread, float) and spread > 0:
+                text = f"{v:.3g} ± {spread:.2g}"
+            else:
+                text = _fmt(v)
+            cells.append(f'<td class="{cls}">{text}</td>')
+            if i == 0:
+                w = worst(per_ep[k], k) if per_ep.get(k) else None
+                cells.append(f'<td class="num">{_fmt(w)}</td>')
         arrow = {"up": " ↑", "down": " ↓", "1": " (→1)"}.get(direction, "")
         rows.append(f"<tr><th>{html.escape(label)}{arrow}</th>" + "".join(cells) + "</tr>")
     return f'<table class="metrics">{head}{"".join(rows)}</table>'
@@ -374,7 +267,8 @@ def _segmentation_section(seg: dict[str, Any] | None) -> str:
             warnings += [str(x) for x in v]
         elif isinstance(v, str) and v:
             warnings.append(v)
-    q = seg.get("quality") if isinstance(seg.get("quality"), dict) else {}
+    quality = seg.get("quality")
+    q: dict[str, Any] = quality if isinstance(quality, dict) else {}
     for key in ("warnings",):
         v = q.get(key)
         if isinstance(v, list):
@@ -420,9 +314,10 @@ def build_report(paths: SkillPaths) -> str:
     gen_name = gen.get("name") if isinstance(gen, dict) else gen
     if synthetic:
         out.append(
-            '<p><span class="badge synthetic">SYNTHETIC TEACHER REFERENCE</span> The reference video was rendered '
-            "in the simulator from a scripted teacher motion (a gait controller), not produced by a video model. "
-            "It is the offline default and a benchmark instrument with known ground truth: the scores against the "
+            '<p><span class="badge synthetic">SYNTHETIC TEACHER REFERENCE</span> The reference video was '
+            "rendered in the simulator from a scripted teacher motion (a gait controller), not produced by a "
+            "video model. It is the offline default and a benchmark instrument with known ground truth: the "
+            "scores against the "
             "teacher below measure how well NIL imitates from pixels, not the quality of a video model.</p>"
         )
     out += [
@@ -433,13 +328,16 @@ def build_report(paths: SkillPaths) -> str:
                 ("skill", cfg.skill),
                 ("prompt", prompt),
                 ("generator", gen_name or cfg.generator.name),
-                ("model", None if synthetic else (meta.get("model_id") or cfg.generator.model_id)),
+                (
+                    "model",
+                    None if synthetic else (meta.get("model_id") or getattr(cfg.generator, "model_id", None)),
+                ),
                 ("segmenter", (seg or {}).get("segmenter") or (seg or {}).get("name") or cfg.segmenter.name),
                 (
                     "reward",
                     f"ζ={cfg.reward.zeta}·S_V[{'on' if cfg.reward.use_video else 'off'}] + "
-                    f"β={cfg.reward.beta}·S_M[{'on' if cfg.reward.use_iou else 'off'}] + "
-                    f"η={cfg.reward.eta}·P[{'on' if cfg.reward.use_reg else 'off'}]",
+                    f"β={cfg.reward.beta}·S_M[{'on' if cfg.reward.beta else 'off'}] + "
+                    f"η={cfg.reward.eta}·P[{'on' if cfg.reward.eta else 'off'}]",
                 ),
                 (
                     "learner",
@@ -454,10 +352,12 @@ def build_report(paths: SkillPaths) -> str:
     for p, cap in (
         (paths.frame0, "e0 (first frame, background removed)"),
         (paths.frame0_mask, "m0 (exact mask)"),
+        (paths.reference / "calibration.png", "camera fit: video's robot (green), fitted render (magenta)"),
     ):
         if p.exists():
             media.append(
-                f"<figure>{_img_tag(p.read_bytes(), 'image/png', cap)}<figcaption>{e(cap)}</figcaption></figure>"
+                f"<figure>{_img_tag(p.read_bytes(), 'image/png', cap)}"
+                f"<figcaption>{e(cap)}</figcaption></figure>"
             )
     if media:
         out += ["<h2>First frame</h2>", f'<div class="media">{"".join(media)}</div>']
@@ -488,14 +388,29 @@ def build_report(paths: SkillPaths) -> str:
             out.append(
                 f"<p>Mean IoU {tr['mean_iou']:.3f} (trained) vs {rnd['mean_iou']:.3f} (random policy); "
                 f"forward velocity {tr.get('mean_velocity', float('nan')):.3f} vs "
-                f"{rnd.get('mean_velocity', float('nan')):.3f} m/s.</p>"
+                f"{rnd.get('mean_velocity', float('nan')):.3f} m/s"
+                + (
+                    f"; velocity ratio to the teacher {tr['velocity_ratio']:.2f} vs "
+                    f"{rnd.get('velocity_ratio', float('nan')):.2f}"
+                    if "velocity_ratio" in tr
+                    else ""
+                )
+                + ".</p>"
             )
+        for w in metrics.get("warnings") or []:
+            out.append(f'<div class="warn">⚠ {e(str(w))}</div>')
         pol = metrics.get("policy") or {}
         out.append(
             f"<p>{_fmt(metrics.get('episodes'))} deterministic episode(s) of {_fmt(metrics.get('horizon'))} "
             f"steps at {_fmt(metrics.get('control_hz'))} Hz; policy from "
-            f"<code>{e(str(pol.get('checkpoint', '?')))}</code> (step {_fmt(pol.get('step'))}). "
-            "Green: the trained policy beats the random-action baseline.</p>"
+            f"<code>{e(str(pol.get('checkpoint', '?')))}</code> (step {_fmt(pol.get('step'))}); "
+            "each cell is the mean ± sd over episodes. "
+            + (
+                f"Velocities are measured after the teacher's {metrics['ramp_steps']}-step start-up ramp. "
+                if metrics.get("ramp_steps")
+                else ""
+            )
+            + "Green: the trained policy beats the random-action baseline.</p>"
         )
         out.append(metrics_table(metrics))
         png = plot_per_frame_iou(metrics.get("per_frame_iou") or {})

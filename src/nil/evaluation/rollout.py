@@ -1,16 +1,22 @@
-"""Deterministic evaluation rollouts in a one-env simulator, recording everything the metrics and videos need."""
+"""Deterministic evaluation rollouts in a one-env simulator, recording all the metrics and videos need."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from nil.errors import SimulationError
+from nil.reward.base import Reward
+from nil.sim.base import BatchedSim, SimBatch
 
-ActFn = Callable[[torch.Tensor, int], torch.Tensor]  # (obs [1, D], t) -> action [1, A]
+if TYPE_CHECKING:
+    from nil.rl.agents import Policy
+
+ActFn = Callable[[SimBatch], torch.Tensor]  # the batch sim.reset()/step() returned -> action [1, A]
 
 
 @dataclass
@@ -44,8 +50,9 @@ def random_policy(action_dim: int, seed: int) -> ActFn:
     """Uniform random actions in [-1, 1] from a seeded generator (the untrained baseline)."""
     gen = torch.Generator().manual_seed(seed)
 
-    def act(obs: torch.Tensor, t: int) -> torch.Tensor:
-        return (torch.rand((obs.shape[0], action_dim), generator=gen) * 2 - 1).to(obs.device)
+    def act(batch: SimBatch) -> torch.Tensor:
+        n = batch.obs.shape[0]
+        return (torch.rand((n, action_dim), generator=gen) * 2 - 1).to(batch.obs.device)
 
     return act
 
@@ -53,48 +60,56 @@ def random_policy(action_dim: int, seed: int) -> ActFn:
 def zero_policy(action_dim: int) -> ActFn:
     """All-zero actions (the robot holds its default / goes limp, depending on the control mode)."""
 
-    def act(obs: torch.Tensor, t: int) -> torch.Tensor:
-        return torch.zeros((obs.shape[0], action_dim), device=obs.device)
+    def act(batch: SimBatch) -> torch.Tensor:
+        return torch.zeros((batch.obs.shape[0], action_dim), device=batch.obs.device)
 
     return act
 
 
-def policy_act_fn(policy) -> ActFn:
-    """Wrap an nil.rl Policy (.act(obs, deterministic=True)) as an ActFn."""
+def policy_act_fn(policy: Policy) -> ActFn:
+    """Wrap a trained nil.rl Policy as an ActFn: deterministic actions, its input built as in training."""
 
-    def act(obs: torch.Tensor, t: int) -> torch.Tensor:
-        with torch.no_grad():
-            return policy.act(obs, deterministic=True)
+    def act(batch: SimBatch) -> torch.Tensor:
+        return policy.act_batch(batch, deterministic=True)
 
     return act
 
 
 def run_episode(
-    sim,
+    sim: BatchedSim,
     act: ActFn,
     *,
-    reward=None,
-    task_fn: Callable | None = None,
+    reward: Reward | None = None,
+    task_fn: Callable[[SimBatch], torch.Tensor] | None = None,
     max_steps: int | None = None,
     progress: Callable[[], None] | None = None,
+    rgb: bool = True,
 ) -> Episode:
     """Reset env 0 of a 1-env sim and roll `act` until it falls or reaches the horizon.
 
-    `reward` is a NILReward (called on every post-step batch, as in training); `task_fn(batch) -> [N]` the
-    walking task reward.
+    `reward` is called on every post-step batch, as in training; `task_fn(batch) -> [N]` the walking task
+    reward. `rgb=False` renders only the masks (Episode.rgb is then all zero): for episodes that are
+    neither filmed nor scored by a term that reads colour.
     """
     if sim.num_envs != 1:
         raise SimulationError(f"evaluation rollouts use a 1-env simulator, got {sim.num_envs} envs")
+    sim.set_render(rgb)
     batch = sim.reset()
     if reward is not None:
-        reward.reset()
-        reward(batch)  # the reset frame starts the clip history; no transition earns its reward
-    rgb, mask, qpos, qvel, root, up = [], [], [], [], [], []
-    actions, totals, task = [], [], []
+        reward.reset(None, batch)  # the reset frame starts the episode; no transition earns its reward
+    frames: list[np.ndarray] = []
+    mask: list[np.ndarray] = []
+    qpos: list[np.ndarray] = []
+    qvel: list[np.ndarray] = []
+    root: list[np.ndarray] = []
+    up: list[float] = []
+    actions: list[np.ndarray] = []
+    totals: list[float] = []
+    task: list[float] = []
     terms: dict[str, list[float]] = {}
 
-    def record(b) -> None:
-        rgb.append(_np(b.rgb[0]))
+    def record(b: SimBatch) -> None:
+        frames.append(_np(b.rgb[0]))
         mask.append(_np(b.mask[0]).astype(bool))
         qpos.append(_np(b.qpos[0]).astype(np.float64))
         qvel.append(_np(b.qvel[0]).astype(np.float64))
@@ -104,8 +119,8 @@ def run_episode(
     record(batch)
     limit = max_steps if max_steps is not None else (sim.horizon or 1000)
     fell = nonfinite = False
-    for t in range(limit):
-        a = act(batch.obs, t)
+    for _ in range(limit):
+        a = act(batch)
         batch = sim.step(a)
         actions.append(_np(batch.action[0]).astype(np.float32))
         if reward is not None:
@@ -126,7 +141,7 @@ def run_episode(
             break
     a_dim = int(sim.action_dim)
     return Episode(
-        rgb=np.stack(rgb),
+        rgb=np.stack(frames),
         mask=np.stack(mask),
         qpos=np.stack(qpos),
         qvel=np.stack(qvel),

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from nil.errors import ConfigError, MissingStageError, VideoError
+from nil.errors import ConfigError, GeneratorError, MissingStageError, VideoError
 from nil.io import atomic_write_json, sha256_bytes, sha256_file, sha256_json
 from nil.paths import SkillPaths
 from nil.reference.video import Video, read_video, write_video
@@ -71,6 +71,13 @@ def _git_revision() -> str | None:
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+# The skill.yaml sections compute_cache_key's inputs come from: robot, camera and scene render e0
+# (frame0_sha256, resolution) and set control_hz; skill and prompt_template make the prompt; generator holds
+# the generator's own parameters, seed, frame count, fps and retiming. Nothing else in skill.yaml changes the
+# reference, so skills that agree on these share one (nil.scale groups a sweep's skills by them).
+CACHE_KEY_SECTIONS = ("robot", "skill", "prompt_template", "camera", "scene", "generator")
 
 
 def compute_cache_key(
@@ -123,41 +130,77 @@ def _install(tmp: Path, paths: SkillPaths, names: list[str]) -> None:
     ref.mkdir(parents=True, exist_ok=True)
     if paths.meta.exists():
         paths.meta.unlink()
-    if paths.teacher.exists() and "teacher.npz" not in names:
-        paths.teacher.unlink()  # a teacher of an earlier synthetic reference does not belong to this one
+    for stale in ("teacher.npz", "calibration.png"):  # an earlier reference's, not this one's
+        if (ref / stale).exists() and stale not in names:
+            (ref / stale).unlink()
     for name in names:
         os.replace(tmp / name, ref / name)
     os.replace(tmp / "meta.json", paths.meta)
 
 
+def _generator_camera(cfg: SkillConfig, old: dict[str, Any] | None) -> SkillConfig:
+    """The config whose camera renders the generator's e0: the one from before a calibration wrote the
+    fitted camera into skill.yaml, so calibrating never changes the generator's input (nor its cache)."""
+    cal = (old or {}).get("calibration") or {}
+    if cal.get("config_before") and cfg.camera.model_dump(mode="json") == cal.get("config_after"):
+        from nil.config import CameraConfig
+
+        return cfg.model_copy(update={"camera": CameraConfig.model_validate(cal["config_before"])})
+    return cfg
+
+
+def _wants_calibration(cfg: SkillConfig, generator: Any) -> bool:
+    return bool(cfg.camera.calibrate) and not generator.synthetic
+
+
 def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False) -> dict[str, Any]:
-    """Stage 1: write e0, generate (or reuse) the reference video, retime it to the control rate; returns meta."""
-    from nil.reference.generators import make_generator
+    """Stage 1: write e0, generate (or reuse) the reference video, retime it to the control rate; -> meta.
+
+    For a non-synthetic generator with camera.calibrate on, the camera is fitted to the video's frame 0
+    (nil.reference.calibrate) and written into skill.yaml (and `cfg`); e0/m0 are re-rendered from it.
+    `force` also goes on past a failed camera-fit gate.
+    """
+    from nil.reference.generators import GeneratorResult, make_generator
     from nil.reference.retime import retime
 
     console = _console()
     t_start = time.perf_counter()
-    spec = _robot_spec(cfg)
-    bg = tuple(int(c) for c in cfg.camera.background)
+    old = _read_meta(paths)
+    gen_cfg = _generator_camera(cfg, old)
+    spec = _robot_spec(gen_cfg)
+    r, g, b = (int(c) for c in cfg.camera.background)
+    bg = (r, g, b)
     f0 = _write_frame0(paths, spec, bg)
     frame0 = np.ascontiguousarray(f0.rgb_nobg)
     prompt = cfg.prompt(spec.description)
     if not prompt.strip():
         raise ConfigError("the prompt is empty; set `skill` (and prompt_template) in skill.yaml")
     control_hz = float(spec.control_hz)
-    generator = make_generator(cfg)
+    generator = make_generator(gen_cfg)
     if hasattr(generator, "first_mask"):
         generator.first_mask = f0.mask
     frame0_sha = sha256_bytes(frame0.tobytes() + str(frame0.shape).encode())
     key, key_parts = compute_cache_key(
-        cfg, generator, prompt=prompt, frame0_sha=frame0_sha, control_hz=control_hz, size_hw=frame0.shape[:2]
+        gen_cfg,
+        generator,
+        prompt=prompt,
+        frame0_sha=frame0_sha,
+        control_hz=control_hz,
+        size_hw=frame0.shape[:2],
     )
+    calibrate = _wants_calibration(gen_cfg, generator)
+    if calibrate:
+        key_parts["calibrate"] = {"version": 1, "min_iou": cfg.camera.calibrate_min_iou}
+        key = sha256_json(key_parts)
 
-    old = _read_meta(paths)
     if not force and old is not None and old.get("cache_key") == key and _bundle_complete(paths, old):
         console.print(
             f"[green]reference cached[/green] ({old['generator']}, key {key[:12]}): {paths.reference}"
         )
+        if old.get("calibration") and (calibrate or gen_cfg is not cfg):
+            from nil.reference.calibrate import apply_calibration
+
+            apply_calibration(paths, cfg, old["calibration"])  # (again: a run killed before it finished)
         return {**old, "cached": True}
 
     _clean_stale_tmp(paths)
@@ -167,13 +210,19 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
         label = f" [yellow]({SYNTHETIC_LABEL.split(':')[0]})[/yellow]" if generator.synthetic else ""
         console.print(f"generating the reference with [bold]{generator.name}[/bold]{label}: {prompt!r}")
         t0 = time.perf_counter()
-        raw = generator.generate(
+        result = generator.generate(
             frame0,
             prompt,
             num_frames=cfg.generator.num_frames,
             fps=cfg.generator.fps,
             seed=cfg.generator.seed,
         )
+        if not isinstance(result, GeneratorResult):
+            raise GeneratorError(
+                f"generator {generator.name} returned {type(result).__name__}, not a GeneratorResult "
+                "(a plug-in's generate() must return GeneratorResult(video, info, teacher))"
+            )
+        raw, info = result.video, dict(result.info)
         t_gen = time.perf_counter() - t0
         if raw.hw != frame0.shape[:2]:
             raise VideoError(
@@ -188,19 +237,36 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
             progress=True,
         )
         t_retime = time.perf_counter() - t0
+        calibration = None
+        if calibrate:  # after retiming, so a video too short to use stops before the (slower) fit
+            from nil.reference.calibrate import (
+                OVERLAY_NAME,
+                calibrate_frame,
+                print_calibration,
+                write_overlay,
+            )
+
+            _, calibration, image = calibrate_frame(gen_cfg, raw.frames[0], force=force)
+            write_overlay(tmp / OVERLAY_NAME, image)
+            calibration["overlay"] = OVERLAY_NAME
+            print_calibration(console, calibration)
+            if calibration["passed"] and info.pop("warning", None):
+                info["first_frame_note"] = (
+                    "frame 0 differs from e0's camera; the camera was fitted to the video"
+                )
         write_video(tmp / "video.mp4", raw, quality=RAW_QUALITY)
         write_video(tmp / "retimed.mp4", retimed, quality=RETIMED_QUALITY)
-        names = ["video.mp4", "retimed.mp4"]
+        names = ["video.mp4", "retimed.mp4"] + [n for n in ("calibration.png",) if (tmp / n).is_file()]
         teacher_sha = None
-        if generator.teacher is not None:
-            teacher = dict(generator.teacher)
+        if result.teacher is not None:
+            teacher = dict(result.teacher)
             n_t = len(teacher["qpos"])
             if n_t != retimed.num_frames:
                 raise VideoError(
                     f"the synthetic teacher has {n_t} states but the retimed reference has "
                     f"{retimed.num_frames} frames; they must align (report this as a bug)"
                 )
-            np.savez_compressed(tmp / "teacher.npz", **teacher)
+            np.savez_compressed(tmp / "teacher.npz", **teacher)  # type: ignore[arg-type]
             names.append("teacher.npz")
             teacher_sha = sha256_file(tmp / "teacher.npz")
         meta: dict[str, Any] = {
@@ -209,13 +275,15 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
             "generator": generator.name,
             "synthetic": bool(generator.synthetic),
             "label": SYNTHETIC_LABEL if generator.synthetic else f"{generator.name} reference video",
-            "model_id": getattr(generator, "info", {}).get("model_id"),
-            "revision": getattr(generator, "info", {}).get("revision"),
+            "model_id": info.get("model_id"),
+            "revision": info.get("revision"),
             "prompt": prompt,
             "seed": cfg.generator.seed,
             "robot": spec.name,
             "size": list(frame0.shape[:2]),
             "fps": raw.fps,
+            "source_fps": info.get("source_fps", raw.fps),
+            "source_variable_rate": bool(info.get("source_variable_rate", False)),
             "num_frames": raw.num_frames,
             "control_hz": control_hz,
             "retimed_fps": retimed.fps,
@@ -229,7 +297,7 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
             "video_sha256": sha256_file(tmp / "video.mp4"),
             "retimed_sha256": sha256_file(tmp / "retimed.mp4"),
             "teacher_sha256": teacher_sha,
-            "generator_info": generator.info,
+            "generator_info": info,
             "generator_config": cfg.generator.model_dump(mode="json"),
             "cache_key": key,
             "cache_params": key_parts,
@@ -241,11 +309,19 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "git_revision": _git_revision(),
         }
+        if calibration is not None:
+            meta["calibration"] = calibration
         atomic_write_json(tmp / "meta.json", meta)
         _install(tmp, paths, names)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    warn = generator.info.get("warning") if isinstance(generator.info, dict) else None
+    if calibration is not None:
+        from nil.reference.calibrate import apply_calibration
+
+        apply_calibration(paths, cfg, calibration)
+    elif gen_cfg is not cfg:  # e0 above came from the pre-fit camera; frame0 files follow skill.yaml's
+        _write_frame0(paths, _robot_spec(cfg), bg)
+    warn = info.get("warning")
     if warn:
         console.print(f"[yellow]warning:[/yellow] {warn}")
     return {**meta, "cached": False}

@@ -46,7 +46,12 @@ def render_frame0(spec: RobotSpec, background: tuple[int, int, int] = (255, 255,
             "azimuth (or robot.root_body) so that the robot is in view"
         )
     bg = np.asarray(background, dtype=np.uint8).reshape(1, 1, 3)
-    rgb_nobg = np.where(mask[..., None], rgb, bg).astype(np.uint8)
+    keep = mask
+    if spec.scene:  # scene objects stay in e0 (nil.scene); the robot mask m0 still excludes them
+        from nil.scene.render import render_object_mask
+
+        keep = mask | render_object_mask(model, spec, data)
+    rgb_nobg = np.where(keep[..., None], rgb, bg).astype(np.uint8)
     return Frame0(rgb=rgb, rgb_nobg=rgb_nobg, mask=mask, qpos=data.qpos.copy())
 
 
@@ -80,8 +85,9 @@ def frame_command(robot: str, out: Path, width: int = 224, height: int = 224) ->
         raise ConfigError(f"--width/--height: {e.errors()[0]['msg']} (got {width}x{height})") from None
     spec = get_robot(robot, camera=cam)
     paths = SkillPaths(Path(out))
-    f0 = write_frame0(paths, spec, tuple(cam.background))
+    f0 = write_frame0(paths, spec, cam.background)
     print(
-        f"wrote {paths.frame0} and {paths.frame0_mask} ({spec.name}, robot covers {f0.mask.mean():.1%} of the frame)"
+        f"wrote {paths.frame0} and {paths.frame0_mask} ({spec.name}, robot covers {f0.mask.mean():.1%} "
+        "of the frame)"
     )
     return f0

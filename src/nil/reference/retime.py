@@ -12,6 +12,7 @@ output frame is the last source frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from nil.errors import ConfigError, VideoError
 from nil.reference.video import MAX_FPS, Video
+from nil.registry import Registry
 
 MIN_RETIMED_FRAMES = 8  # one encoder clip (TimeSformer takes 8 frames)
 MAX_UPSAMPLE = 50.0  # beyond this, interpolation invents the motion rather than smoothing it
@@ -48,8 +50,9 @@ class FlowInterpolator:
         import cv2
 
         self._cv2 = cv2
-        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
-        self._f0 = self._f1 = None
+        self._dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)  # type: ignore[attr-defined]
+        self._f0: np.ndarray | None = None
+        self._f1: np.ndarray | None = None
         self._grid: tuple[np.ndarray, np.ndarray] | None = None
 
     def prepare(self, f0: np.ndarray, f1: np.ndarray) -> None:
@@ -162,15 +165,29 @@ class RifeInterpolator:
         return (img * 255.0 + 0.5).astype(np.uint8)
 
 
+# A factory builds an interpolator from rife_path (None for the methods that need no file).
+InterpolatorFactory = Callable[..., "Interpolator | None"]
+INTERPOLATORS: Registry[InterpolatorFactory] = Registry("generator.retime.method")
+
+
+@INTERPOLATORS.register("flow")
+def _make_flow(rife_path: str | None = None) -> Interpolator:
+    return FlowInterpolator()
+
+
+@INTERPOLATORS.register("nearest")
+def _make_nearest(rife_path: str | None = None) -> None:
+    return None  # retime() repeats/drops frames itself
+
+
+@INTERPOLATORS.register("rife")
+def _make_rife(rife_path: str | None = None) -> Interpolator:
+    return RifeInterpolator(rife_path)
+
+
 def make_interpolator(method: str, rife_path: str | None = None) -> Interpolator | None:
-    """The interpolator for `generator.retime.method` (None for nearest-frame)."""
-    if method == "flow":
-        return FlowInterpolator()
-    if method == "nearest":
-        return None
-    if method == "rife":
-        return RifeInterpolator(rife_path)
-    raise ConfigError(f"generator.retime.method: unknown method {method!r}; use flow, nearest or rife")
+    """The interpolator for `generator.retime.method` (None for nearest-frame), from INTERPOLATORS."""
+    return INTERPOLATORS.get(method)(rife_path)
 
 
 def retimed_length(num_frames: int, src_fps: float, target_fps: float) -> int:
@@ -215,7 +232,7 @@ def retime(
     out = np.empty((n_out, *src.shape[1:]), dtype=np.uint8)
     ratio = video.fps / target_fps
     prepared = -1
-    rng = range(n_out)
+    rng: Iterable[int] = range(n_out)
     if progress:
         from rich.progress import track
 

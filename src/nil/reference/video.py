@@ -69,7 +69,59 @@ def read_video(path: str | Path) -> Video:
     fps = float(meta.get("fps") or 0.0)
     if not np.isfinite(fps) or fps <= 0:
         raise VideoError(f"video {p} reports no usable frame rate ({fps}); re-encode it with a fixed fps")
+    # a file cut short keeps its header (duration, sample table), and the decoder pads the missing
+    # frames; the packets that really hold data end early
+    duration = float(meta.get("duration") or 0.0)
+    times = frame_times(p)
+    if (
+        times is not None
+        and np.isfinite(duration)
+        and duration > 0
+        and times[-1] + 2.0 / fps < 0.9 * duration
+    ):
+        raise VideoError(
+            f"video {p} is truncated: its frames end at {times[-1]:.2f} s of the {duration:.2f} s its header "
+            "promises; re-download or re-export it"
+        )
     return Video(np.ascontiguousarray(frames.astype(np.uint8)), fps)
+
+
+def frame_times(path: str | Path) -> np.ndarray | None:
+    """Presentation times (s) of every frame of the first video stream, or None when the file has none."""
+    import av
+
+    try:
+        with av.open(str(path)) as c:
+            stream = c.streams.video[0]
+            tb = float(stream.time_base) if stream.time_base else None
+            pts = [p.pts for p in c.demux(stream) if p.pts is not None and p.size > 0]
+    except Exception:  # noqa: BLE001 - unreadable timing: the caller keeps the nominal rate
+        return None
+    if tb is None or len(pts) < 2:
+        return None
+    t = np.sort(np.asarray(pts, np.float64)) * tb
+    return t - t[0]
+
+
+def to_constant_rate(frames: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, float, bool]:
+    """(frames, fps, was_variable): frames at a constant rate (the median interval), nearest in time.
+
+    A variable-rate file (phones, screen recorders) shows frame i at times[i], not at i / fps; left as
+    it is, retiming would speed up and slow down its motion.
+    """
+    if len(times) != len(frames) or len(times) < 3:
+        return frames, 0.0, False
+    dt = np.diff(times)
+    med = float(np.median(dt))
+    if med <= 0:
+        return frames, 0.0, False
+    if float(np.max(np.abs(dt - med))) <= 0.1 * med:
+        return frames, 1.0 / med, False
+    n = int(round(times[-1] / med)) + 1
+    grid = np.arange(n) * med
+    idx = np.clip(np.searchsorted(times, grid), 1, len(times) - 1)
+    idx -= (grid - times[idx - 1]) < (times[idx] - grid)
+    return np.ascontiguousarray(frames[idx]), 1.0 / med, True
 
 
 def write_video(path: str | Path, video: Video, *, quality: int = 8) -> Path:
@@ -97,6 +149,6 @@ def write_video(path: str | Path, video: Video, *, quality: int = 8) -> Path:
             output_params=["-movflags", "+faststart"],
         ) as wr:
             for fr in frames:
-                wr.append_data(fr)
+                wr.append_data(fr)  # type: ignore[attr-defined]
 
     return atomic_save(Path(path), _write)

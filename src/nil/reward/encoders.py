@@ -1,7 +1,10 @@
 """Video encoders for S_V: TimeSformer (the paper's K400 model) and VideoMAE behind one VideoEncoder seam.
 
 An encoder maps already-masked uint8 clips [B,T,H,W,3] to embeddings [B,D]. Resize and normalisation run
-in torch on the encoder's device, so a GPU batch never goes through numpy. See docs/reward.md.
+in torch on the encoder's device, so a GPU batch never goes through numpy. Encoders are chosen by
+`encoder.name` through the `ENCODERS` registry (a plugin registers its own the same way). TimeSformer's
+attention runs through torch's scaled_dot_product_attention (`encoder.attention: sdpa`, the same maths as
+the eager einsum, fused kernels on CUDA); on CUDA the default dtype is bf16. See docs/reward.md.
 """
 
 from __future__ import annotations
@@ -10,15 +13,18 @@ import hashlib
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, cast, runtime_checkable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from nil.compat import hide_broken_torchvision
 from nil.config import EncoderConfig
 from nil.errors import EncoderError, SegmentationError
+from nil.registry import Registry
 
 if TYPE_CHECKING:
     from nil.paths import SkillPaths
@@ -43,6 +49,11 @@ class VideoEncoder(Protocol):
         ...
 
 
+EncoderFactory = Callable[[EncoderConfig], VideoEncoder]
+# encoder.name -> factory(EncoderConfig) -> VideoEncoder; the built-ins register below.
+ENCODERS: Registry[EncoderFactory] = Registry("encoder.name")
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' -> cuda when available, else cpu."""
     if device == "auto":
@@ -63,7 +74,7 @@ def _is_local_path(model_id: str) -> bool:
 
 
 def encoder_id(cfg: EncoderConfig) -> str:
-    """Filename-safe id naming the embedding space: family, model, revision, resolution, clip, stride, fill."""
+    """Filename-safe id of the embedding space: family, model, revision, resolution, clip, stride, fill."""
     model = cfg.model_id
     if _is_local_path(model):
         p = Path(model).expanduser().resolve()
@@ -76,7 +87,8 @@ def encoder_id(cfg: EncoderConfig) -> str:
 
 def _missing_weights_error(cfg: EncoderConfig, err: Exception) -> EncoderError:
     return EncoderError(
-        f"cannot load video encoder {cfg.model_id!r} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+        f"cannot load video encoder {cfg.model_id!r} "
+        f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
         "download it once with internet, or set encoder.model_id to a local folder holding the model "
         "(save_pretrained), or turn the video term off with reward.use_video=false"
     )
@@ -87,8 +99,8 @@ def _read_norm(cfg: EncoderConfig, default_mean: tuple, default_std: tuple) -> t
     text = None
     try:
         if _is_local_path(cfg.model_id):
-            f = Path(cfg.model_id).expanduser() / "preprocessor_config.json"
-            text = f.read_text() if f.exists() else None
+            local = Path(cfg.model_id).expanduser() / "preprocessor_config.json"
+            text = local.read_text() if local.exists() else None
         else:
             from transformers.utils import cached_file
 
@@ -114,6 +126,43 @@ def _read_norm(cfg: EncoderConfig, default_mean: tuple, default_std: tuple) -> t
     return default_mean, default_std, "default"
 
 
+class SDPASelfAttention(nn.Module):
+    """TimeSformer's self-attention through F.scaled_dot_product_attention (same weights, same maths)."""
+
+    def __init__(self, eager: Any) -> None:
+        super().__init__()
+        self.qkv: nn.Module = eager.qkv
+        self.num_heads = int(eager.num_heads)
+        self.scale = float(eager.scale)
+        self.dropout = float(getattr(eager.attn_drop, "p", 0.0))
+
+    def forward(self, hidden_states: torch.Tensor, output_attentions: bool = False) -> tuple[torch.Tensor]:
+        if output_attentions:
+            raise EncoderError("SDPA attention cannot return attention maps; set encoder.attention=eager")
+        b, n, c = hidden_states.shape
+        qkv = (
+            self.qkv(hidden_states)
+            .reshape(b, n, 3, self.num_heads, c // self.num_heads)
+            .permute(2, 0, 3, 1, 4)
+        )
+        p = self.dropout if self.training else 0.0
+        ctx = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], dropout_p=p, scale=self.scale)
+        return (ctx.transpose(1, 2).reshape(b, n, c),)
+
+
+def use_sdpa_attention(model: nn.Module) -> int:
+    """Replace every eager TimesformerSelfAttention in `model` by SDPASelfAttention; returns how many."""
+    targets = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if type(child).__name__ == "TimesformerSelfAttention"
+    ]
+    for parent, name, child in targets:
+        setattr(parent, name, SDPASelfAttention(child))
+    return len(targets)
+
+
 class _HFVideoEncoder:
     """Shared resize/normalise/chunking for transformers video backbones."""
 
@@ -131,16 +180,17 @@ class _HFVideoEncoder:
         self.batch_size = cfg.batch_size
         self.device = resolve_device(cfg.device)
         self.dtype = resolve_dtype(cfg.dtype, self.device)
+        self.attention = str(getattr(cfg, "attention", "sdpa"))
         self.id = encoder_id(cfg)
-        self.model = self._load()
+        self.model: Any = self._load()
+        self._check_config(self.model.config)
         self.model.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
         mean, std, self.norm_source = _read_norm(cfg, self.default_mean, self.default_std)
         self._mean = torch.tensor(mean, device=self.device, dtype=torch.float32).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=self.device, dtype=torch.float32).view(1, 3, 1, 1)
         self.dim = int(self.model.config.hidden_size)
-        self._check_config(self.model.config)
 
-    def _load(self) -> torch.nn.Module:
+    def _load(self) -> Any:
         hide_broken_torchvision()
         import transformers
 
@@ -157,6 +207,7 @@ class _HFVideoEncoder:
                 revision=cfg.revision,
                 local_files_only=cfg.local_files_only,
                 output_loading_info=True,
+                **self._load_kwargs(),
             )
         except (OSError, ValueError) as e:
             raise _missing_weights_error(cfg, e) from None
@@ -164,16 +215,20 @@ class _HFVideoEncoder:
         missing = [k for k in info.get("missing_keys", []) if "num_batches_tracked" not in k]
         if missing:
             raise EncoderError(
-                f"{cfg.model_id!r} is not a {self.model_cls_name} checkpoint ({len(missing)} weights missing, e.g. "
+                f"{cfg.model_id!r} is not a {self.model_cls_name} checkpoint "
+                f"({len(missing)} weights missing, e.g. "
                 f"{missing[0]!r}); set encoder.name to the checkpoint's family (timesformer|videomae)"
             )
         return model
+
+    def _load_kwargs(self) -> dict[str, Any]:
+        return {}
 
     def _check_config(self, mcfg: Any) -> None:
         pass
 
     def _preprocess(self, clips: torch.Tensor) -> torch.Tensor:
-        """uint8 [B,T,H,W,3] -> normalised float [B,T,3,R,R] on the model device (shorter side resize + centre crop)."""
+        """uint8 [B,T,H,W,3] -> normalised [B,T,3,R,R] on the device (short-side resize, centre crop)."""
         b, t, h, w, _ = clips.shape
         x = (
             clips.to(self.device, non_blocking=True).reshape(b * t, h, w, 3).permute(0, 3, 1, 2).float()
@@ -194,7 +249,7 @@ class _HFVideoEncoder:
 
     @torch.inference_mode()
     def embed(self, clips: torch.Tensor) -> torch.Tensor:
-        """[B,T,H,W,3] uint8 (already masked) -> [B,D] float32 on the clips' device, in chunks of batch_size."""
+        """[B,T,H,W,3] uint8 (already masked) -> [B,D] float32 on the clips' device, in batch_size chunks."""
         if clips.ndim != 5 or clips.shape[-1] != 3 or clips.dtype != torch.uint8:
             raise EncoderError(f"clips must be uint8 [B,T,H,W,3], got {tuple(clips.shape)} {clips.dtype}")
         if clips.shape[1] != self.clip_len:
@@ -209,7 +264,7 @@ class _HFVideoEncoder:
 
 
 class TimesformerEncoder(_HFVideoEncoder):
-    """TimeSformer (transformers TimesformerModel); embedding = CLS of the last hidden state after the final layernorm."""
+    """TimeSformer (transformers TimesformerModel); embedding = CLS of the last hidden state (layernormed)."""
 
     family = "timesformer"
     model_cls_name = "TimesformerModel"
@@ -217,26 +272,37 @@ class TimesformerEncoder(_HFVideoEncoder):
     default_std = KINETICS_STD
 
     def _check_config(self, mcfg: Any) -> None:
-        if mcfg.num_frames != self.clip_len:
-            # The model interpolates its time embeddings, so this runs, but off the trained distribution.
-            log.warning(
-                "TimeSformer %s was trained on %d frames; clip_len=%d",
-                self.cfg.model_id,
-                mcfg.num_frames,
-                self.clip_len,
+        # Divided space-time attention splits the token sequence by the model's num_frames and image_size
+        # (not the input's): another clip length scrambles tokens silently, another size crashes.
+        if int(mcfg.num_frames) != self.clip_len:
+            raise EncoderError(
+                f"encoder.clip_len={self.clip_len} but TimeSformer {self.cfg.model_id!r} takes exactly "
+                f"{mcfg.num_frames} frames per clip; set encoder.clip_len={mcfg.num_frames}"
             )
+        if int(mcfg.image_size) != self.resolution:
+            raise EncoderError(
+                f"encoder.resolution={self.resolution} but TimeSformer {self.cfg.model_id!r} takes "
+                f"{mcfg.image_size}x{mcfg.image_size} frames; set encoder.resolution={mcfg.image_size}"
+            )
+        if self.attention == "sdpa":
+            n = use_sdpa_attention(self.model)
+            if n == 0:
+                log.warning("TimeSformer %s: no attention module to switch to SDPA", self.cfg.model_id)
 
     def _forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=pixel_values).last_hidden_state[:, 0]
 
 
 class VideoMAEEncoder(_HFVideoEncoder):
-    """VideoMAE (transformers VideoMAEModel); no CLS token, so the embedding is the mean of the last hidden state."""
+    """VideoMAE (transformers VideoMAEModel); no CLS token: embedding = mean of the last hidden state."""
 
     family = "videomae"
     model_cls_name = "VideoMAEModel"
     default_mean = IMAGENET_MEAN
     default_std = IMAGENET_STD
+
+    def _load_kwargs(self) -> dict[str, Any]:
+        return {"attn_implementation": self.attention}  # transformers' own SDPA path for VideoMAE
 
     def _check_config(self, mcfg: Any) -> None:
         # Fixed sin-cos position table: frames and image size must match the checkpoint exactly.
@@ -250,22 +316,21 @@ class VideoMAEEncoder(_HFVideoEncoder):
         return self.model(pixel_values=pixel_values).last_hidden_state.mean(dim=1)
 
 
-_FAMILIES: dict[str, type[_HFVideoEncoder]] = {"timesformer": TimesformerEncoder, "videomae": VideoMAEEncoder}
+ENCODERS.register("timesformer")(TimesformerEncoder)
+ENCODERS.register("videomae")(VideoMAEEncoder)
 
 
 def load_encoder(cfg: EncoderConfig) -> VideoEncoder:
-    """Build the configured encoder (model id or local save_pretrained folder); EncoderError if it cannot load."""
-    try:
-        cls = _FAMILIES[cfg.name]
-    except KeyError:
-        raise EncoderError(f"unknown encoder {cfg.name!r}; use one of {sorted(_FAMILIES)}") from None
-    return cls(cfg)
+    """The configured encoder (model id or local save_pretrained folder); EncoderError if it cannot load."""
+    if cfg.name not in ENCODERS:
+        raise EncoderError(f"encoder.name: unknown encoder {cfg.name!r}; registered: {ENCODERS.names()}")
+    return ENCODERS.get(cfg.name)(cfg)
 
 
 def clip_indices(
     num_frames: int, clip_len: int, stride: int, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """[num_frames, clip_len] frame indices of the causal clip ending at each t: t-(L-1-k)*s, clamped at frame 0."""
+    """[num_frames, clip_len] indices of the causal clip ending at each t: t-(L-1-k)*s, clamped at frame 0."""
     t = torch.arange(num_frames, device=device).unsqueeze(1)
     back = (clip_len - 1 - torch.arange(clip_len, device=device)) * stride
     return (t - back).clamp_min(0)
@@ -323,7 +388,7 @@ def reference_embeddings(
         )
     from nil.reward.terms import mask_frames
 
-    fill = getattr(encoder, "background_fill", tuple(cfg.background_fill))
+    fill = cast("tuple[int, int, int]", tuple(getattr(encoder, "background_fill", cfg.background_fill)))
     stride = getattr(encoder, "clip_stride", cfg.clip_stride)
     masked = mask_frames(frames, masks.bool(), fill)
     idx = clip_indices(masked.shape[0], encoder.clip_len, stride)

@@ -1,39 +1,44 @@
-"""NILReward: R_t = zeta*S_V + beta*S_M + eta*P (+ task_weight*task), batched over N envs, every term logged.
+"""NILReward: R_t = zeta*S_V + beta*S_M + eta*P (+ speed_weight*S_R + task_weight*task), batched over N envs.
 
-State per env: a ring buffer of the last (clip_len-1)*stride+1 masked frames (only with the video term),
-and the held S_V value for video_every > 1. See docs/reward.md for every decision.
+Every term is logged raw and weighted. State per env: a ring buffer of the last (clip_len-1)*stride+1
+masked frames (only with the video term), and the held S_V value for video_every > 1. The terms beyond
+the paper (S_R, the IoU window) are off by default. See docs/reward.md for every decision.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from nil.config import RewardConfig
-from nil.errors import EncoderError, SegmentationError, SimulationError
+from nil.errors import ConfigError, EncoderError, SegmentationError, SimulationError
 from nil.reward import terms as T
+from nil.reward.base import RewardOutput
 from nil.reward.encoders import VideoEncoder
 from nil.sim.base import SimBatch
 
+if TYPE_CHECKING:
+    from nil.config import SkillConfig
+    from nil.paths import SkillPaths
+    from nil.robots.spec import RobotSpec
+    from nil.sim.base import BatchedSim
+
 REG_TERMS = ("reg_torque", "reg_action_rate", "reg_joint_vel", "reg_foot_slip", "reg_tilt")
-TERM_NAMES = ("video", "iou", *REG_TERMS, "reg", "task")
+TERM_NAMES = ("video", "iou", *REG_TERMS, "reg", "speed", "task")
 
-
-@dataclass
-class RewardOutput:
-    """total [N] and terms "raw/<name>" / "weighted/<name>" [N]; video_valid [N] bool says where S_V was defined."""
-
-    total: torch.Tensor
-    terms: dict[str, torch.Tensor] = field(default_factory=dict)
-    video_valid: torch.Tensor | None = None
+__all__ = ["NILReward", "REG_TERMS", "RewardOutput", "TERM_NAMES"]
 
 
 class NILReward:
-    """The NIL reward for N parallel envs; call it on every SimBatch, including the ones reset() returns.
+    """The NIL reward for N parallel envs (implements nil.reward.base.Reward).
 
-    An env whose t did not change since the previous call (the untouched envs of a partial reset's batch)
-    keeps its frame history and held S_V.
+    At every episode start call `reset(env_ids, batch)` with the batch sim.reset(env_ids) returned, then
+    call the reward on every batch sim.step() returns. (Calling it on the reset batch instead, as older
+    code did, still works: a batch at t == 0 starts a new history.) An env whose t did not change since
+    the previous call (the untouched envs of a partial reset's batch) keeps its frame history and held S_V.
     """
 
     def __init__(
@@ -46,6 +51,7 @@ class NILReward:
         device: torch.device | str,
         encoder: VideoEncoder | None = None,
         ref_embeddings: torch.Tensor | None = None,
+        ref_root_vel: torch.Tensor | None = None,
         dt: float = 0.01,
     ) -> None:
         self.cfg = cfg
@@ -56,7 +62,8 @@ class NILReward:
         ref_masks = torch.as_tensor(ref_masks)
         if ref_masks.ndim != 3 or ref_masks.shape[0] == 0:
             raise SegmentationError(
-                f"reference masks must be [T,H,W] with T >= 1, got {tuple(ref_masks.shape)}; re-run `nil segment`"
+                f"reference masks must be [T,H,W] with T >= 1, got {tuple(ref_masks.shape)}; "
+                "re-run `nil segment`"
             )
         self.ref_masks = ref_masks.to(self.device).bool()
         self._ref_words = T.pack_masks(self.ref_masks)
@@ -69,14 +76,18 @@ class NILReward:
             self._init_video(encoder, ref_embeddings)
         self._held = torch.zeros(self.num_envs, device=self.device)
         self._held_ok = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
+        self.ref_root_vel: torch.Tensor | None = None
+        if cfg.speed_weight > 0:
+            self._init_speed(ref_root_vel)
 
     # ------------------------------------------------------------------ setup
     def _init_video(self, encoder: VideoEncoder | None, ref_embeddings: torch.Tensor | None) -> None:
         if encoder is None or ref_embeddings is None:
             missing = "an encoder" if encoder is None else "reference embeddings"
             raise EncoderError(
-                f"reward.use_video=true but NILReward got no {missing}; build them with load_encoder(cfg.encoder) "
-                "and reference_embeddings(paths, cfg.encoder), or set reward.use_video=false"
+                f"reward.use_video=true but NILReward got no {missing}; build them with "
+                "load_encoder(cfg.encoder) and reference_embeddings(paths, cfg.encoder), "
+                "or set reward.use_video=false"
             )
         emb = torch.as_tensor(ref_embeddings)
         if emb.ndim != 2 or emb.shape[0] != self.num_ref:
@@ -102,6 +113,20 @@ class NILReward:
         )  # t of newest frame
         self._back = (self.clip_len - 1 - torch.arange(self.clip_len, device=self.device)) * self.clip_stride
 
+    def _init_speed(self, ref_root_vel: torch.Tensor | None) -> None:
+        if ref_root_vel is None:
+            raise ConfigError(
+                "reward.speed_weight > 0 but NILReward got no reference root velocity; estimate it with "
+                "nil.reference.motion.reference_root_velocity(paths, spec), or set reward.speed_weight: 0"
+            )
+        vel = torch.as_tensor(ref_root_vel).float()
+        if vel.shape != (self.num_ref, 2) or not bool(torch.isfinite(vel).all()):
+            raise ConfigError(
+                f"the reference root velocity must be finite [{self.num_ref}, 2] (one per reference frame), "
+                f"got {tuple(vel.shape)}; re-estimate it, or set reward.speed_weight: 0"
+            )
+        self.ref_root_vel = vel.to(self.device)
+
     def _to(self, device: torch.device) -> None:
         """Follow the batch's device (state moves once, on the first batch from a new device)."""
         if device == self.device:
@@ -110,6 +135,8 @@ class NILReward:
         self.ref_masks, self._ref_words = self.ref_masks.to(device), self._ref_words.to(device)
         self._ref_counts = self._ref_counts.to(device)
         self._held, self._held_ok = self._held.to(device), self._held_ok.to(device)
+        if self.ref_root_vel is not None:
+            self.ref_root_vel = self.ref_root_vel.to(device)
         if self._hist is not None:
             self.ref_embeddings = self.ref_embeddings.to(device)  # type: ignore[union-attr]
             self._hist, self._ptr, self._count = (
@@ -121,17 +148,27 @@ class NILReward:
             self._back = self._back.to(device)
 
     # ------------------------------------------------------------------ episode bookkeeping
-    def reset(self, env_ids: torch.Tensor | None = None) -> None:
-        """Forget the frame history (and held S_V) of env_ids (all when None); their next batch is frame 0."""
+    def reset(self, env_ids: torch.Tensor | None = None, batch: SimBatch | None = None) -> None:
+        """Start new episodes for env_ids (all when None): forget their history, prime it with `batch`.
+
+        `batch` is what sim.reset(env_ids) returned: its frame of those envs becomes frame 0 of their
+        clips (no reward is computed for it). Without a batch the next batch at t == 0 is frame 0.
+        """
+        if batch is not None:
+            self._to(batch.mask.device)
         ids = slice(None) if env_ids is None else torch.as_tensor(env_ids, device=self.device).long()
         self._held_ok[ids] = False
         if self._hist is not None:
             self._count[ids] = 0
             self._ptr[ids] = 0
             self._last_t[ids] = -1
+            if batch is not None:
+                self._check_batch(batch)
+                # only the reset envs are new (last_t = -1); the others saw this t already
+                self._push(T.mask_frames(batch.rgb, batch.mask, self.background_fill), batch.t)
 
     def _push(self, frames: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Append each env's frame unless this env's t was already seen (a partial reset's batch); -> new [N]."""
+        """Append each env's frame unless its t was already seen (a partial reset's batch); -> new [N]."""
         t = t.long()
         new = (t != self._last_t) | (self._count == 0)
         # A new batch at t == 0 is a fresh episode even if reset() was not called for it.
@@ -140,6 +177,7 @@ class NILReward:
         self._ptr = torch.where(fresh, torch.zeros_like(self._ptr), self._ptr)
         self._held_ok &= ~fresh
         ids = torch.nonzero(new).flatten()
+        assert self._hist is not None  # only called with the video term on
         # flat index_copy_/index_select: torch's CPU advanced indexing is ~100x slower on these shapes
         flat = self._hist.view(-1, *self._hist.shape[2:])
         flat.index_copy_(0, ids * self.hist_len + self._ptr.index_select(0, ids), frames.index_select(0, ids))
@@ -154,6 +192,7 @@ class NILReward:
         back = torch.minimum(self._back.unsqueeze(0), (count - 1).clamp_min(0).unsqueeze(1))  # [M,L]
         newest = (self._ptr[env_ids] - 1) % self.hist_len
         slots = (newest.unsqueeze(1) - back) % self.hist_len
+        assert self._hist is not None  # only called with the video term on
         flat = self._hist.view(-1, *self._hist.shape[2:])
         rows = (env_ids.unsqueeze(1) * self.hist_len + slots).flatten()
         return flat.index_select(0, rows).view(len(env_ids), self.clip_len, *self._hist.shape[2:])
@@ -177,10 +216,7 @@ class NILReward:
             self._held_ok[todo] = True
         return torch.where(valid, self._held, torch.zeros_like(self._held)), valid
 
-    def __call__(self, batch: SimBatch) -> RewardOutput:
-        """Reward of every env for this batch; raises on size mismatches and non-finite values."""
-        cfg = self.cfg
-        self._to(batch.mask.device)
+    def _check_batch(self, batch: SimBatch) -> None:
         n = batch.mask.shape[0]
         if n != self.num_envs:
             raise SimulationError(f"batch has {n} envs but NILReward was built for {self.num_envs}")
@@ -190,20 +226,47 @@ class NILReward:
                 f"{tuple(self.ref_masks.shape[1:])}; render and segment at the same camera size "
                 "(camera.width/height), then re-run `nil segment DIR --force`"
             )
+
+    def _iou(self, batch: SimBatch, ref_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(S_M, frame-exact IoU or None): with iou_window w, S_M is the best IoU over frames t-w..t+w."""
+        agent = T.pack_masks(batch.mask)
+        empty = self.cfg.iou_empty
+        words, counts = self._ref_words, self._ref_counts
+        w = self.cfg.iou_window
+        if w == 0:
+            exact = T.iou_packed(
+                agent, words.index_select(0, ref_idx), empty, counts.index_select(0, ref_idx)
+            )
+            return exact, None
+        count_a = T.count_packed(agent)
+        exact = T.iou_packed(
+            agent, words.index_select(0, ref_idx), empty, counts.index_select(0, ref_idx), count_a
+        )
+        best = exact
+        for k in (*range(-w, 0), *range(1, w + 1)):
+            idx = (ref_idx + k).clamp(0, self.num_ref - 1)
+            s = T.iou_packed(agent, words.index_select(0, idx), empty, counts.index_select(0, idx), count_a)
+            best = torch.maximum(best, s)
+        return best, exact
+
+    def __call__(self, batch: SimBatch) -> RewardOutput:
+        """Reward of every env for this batch; raises on size mismatches and non-finite values."""
+        cfg = self.cfg
+        self._to(batch.mask.device)
+        self._check_batch(batch)
         ref_idx = batch.t.long().clamp(0, self.num_ref - 1)
         raw: dict[str, torch.Tensor] = {}
         weighted: dict[str, torch.Tensor] = {}
-        zeros = torch.zeros(n, device=self.device)
         valid = None
 
         if cfg.use_video:
             raw["video"], valid = self._video(batch, ref_idx)
             weighted["video"] = cfg.zeta * raw["video"]
 
-        ref_words = self._ref_words.index_select(0, ref_idx)
-        ref_counts = self._ref_counts.index_select(0, ref_idx)
-        raw["iou"] = T.iou_packed(T.pack_masks(batch.mask), ref_words, cfg.iou_empty, ref_counts)
-        weighted["iou"] = cfg.beta * raw["iou"] if cfg.use_iou else zeros
+        raw["iou"], exact = self._iou(batch, ref_idx)
+        weighted["iou"] = cfg.beta * raw["iou"]
+        if exact is not None:
+            raw["iou_exact"] = exact  # the paper's frame-exact S_M, logged beside the windowed one
 
         raw["reg_torque"] = T.reg_torque(batch.torque, cfg.torque_coef)
         raw["reg_action_rate"] = T.reg_action_rate(batch.action, batch.prev_action, cfg.action_rate_coef)
@@ -211,9 +274,13 @@ class NILReward:
         raw["reg_foot_slip"] = T.reg_foot_slip(batch.foot_vel_xy, batch.foot_contact, cfg.foot_slip_coef)
         raw["reg_tilt"] = T.reg_tilt(batch.torso_up_z, cfg.tilt_coef, cfg.tilt_form)
         raw["reg"] = sum(raw[k] for k in REG_TERMS)  # type: ignore[assignment]
-        eta = cfg.eta if cfg.use_reg else 0.0
         for k in (*REG_TERMS, "reg"):
-            weighted[k] = eta * raw[k]
+            weighted[k] = cfg.eta * raw[k]
+
+        if self.ref_root_vel is not None:
+            v_ref = self.ref_root_vel.index_select(0, ref_idx)
+            raw["speed"] = T.root_velocity_match(batch.root_lin_vel[:, :2], v_ref, cfg.speed_sigma)
+            weighted["speed"] = cfg.speed_weight * raw["speed"]
 
         raw["task"] = T.task_reward(batch, cfg.target_speed)
         weighted["task"] = cfg.task_weight * raw["task"]
@@ -221,6 +288,8 @@ class NILReward:
         total = weighted["iou"] + weighted["reg"] + weighted["task"]
         if cfg.use_video:
             total = total + weighted["video"]
+        if "speed" in weighted:
+            total = total + weighted["speed"]
         total = self._check_finite(total, raw, batch)
         out = {f"raw/{k}": v for k, v in raw.items()}
         out.update({f"weighted/{k}": v for k, v in weighted.items()})
@@ -244,3 +313,38 @@ class NILReward:
             f"{msg}; the physics state is NaN/inf (lower the action scale or timestep), or set "
             "reward.nonfinite_reward to a penalty for envs the simulator flags as non-finite"
         )
+
+
+def skill_reward(
+    paths: SkillPaths, cfg: SkillConfig, spec: RobotSpec, ref_masks: np.ndarray
+) -> Callable[[BatchedSim], NILReward]:
+    """Load what a skill's reward reads once (encoder + reference embeddings, the root-motion cue); the
+    returned function builds the NILReward of one simulator (training, its eval envs, `nil eval`)."""
+    from nil.reward.encoders import load_encoder, reference_embeddings
+
+    encoder = emb = None
+    if cfg.reward.use_video:
+        encoder = load_encoder(cfg.encoder)
+        emb = reference_embeddings(paths, cfg.encoder, encoder)
+    ref_vel = None
+    if cfg.reward.speed_weight > 0:  # root-motion cue from the reference video's floor (never teacher.npz)
+        from nil.reference.motion import reference_root_velocity
+
+        ref_vel = torch.from_numpy(reference_root_velocity(paths, spec, ref_masks))
+    masks = torch.as_tensor(np.asarray(ref_masks, dtype=bool))
+    dt = 1.0 / float(spec.control_hz)
+
+    def build(sim: BatchedSim) -> NILReward:
+        return NILReward(
+            cfg.reward,
+            ref_masks=masks,
+            num_envs=sim.num_envs,
+            action_dim=sim.action_dim,
+            device=sim.device,
+            encoder=encoder,
+            ref_embeddings=emb,
+            ref_root_vel=ref_vel,
+            dt=dt,
+        )
+
+    return build

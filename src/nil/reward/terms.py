@@ -1,4 +1,4 @@
-"""The reward terms as batched torch functions: S_M (IoU), S_V (clip similarity), the regularisers P, the task term.
+"""The reward terms as batched torch functions: S_M (IoU), S_V (clip similarity), regularisers P, S_R, task.
 
 Every function takes tensors with a leading env dimension N and returns [N] float32 on the same device.
 Formulas and the reasons for each choice: docs/reward.md.
@@ -54,11 +54,16 @@ def count_packed(w: torch.Tensor) -> torch.Tensor:
 
 
 def iou_packed(
-    wa: torch.Tensor, wb: torch.Tensor, empty: float = 1.0, count_b: torch.Tensor | None = None
+    wa: torch.Tensor,
+    wb: torch.Tensor,
+    empty: float = 1.0,
+    count_b: torch.Tensor | None = None,
+    count_a: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """IoU of two pack_masks outputs [N,K]; `empty` where both masks are empty; count_b = count_packed(wb)."""
+    """IoU of two pack_masks outputs [N,K]; `empty` where both masks are empty; count_x = count_packed(wx)."""
     inter = count_packed(wa & wb)
-    union = (count_packed(wa) + (count_packed(wb) if count_b is None else count_b) - inter).float()
+    ca = count_packed(wa) if count_a is None else count_a
+    union = (ca + (count_packed(wb) if count_b is None else count_b) - inter).float()
     return torch.where(union > 0, inter.float() / union.clamp_min(1.0), torch.full_like(union, float(empty)))
 
 
@@ -75,6 +80,12 @@ def video_similarity(z_agent: torch.Tensor, z_ref: torch.Tensor, metric: str = "
     if metric == "neg_l2":
         return -(zr - za).norm(dim=-1)
     raise ValueError(f"unknown video metric {metric!r}; use cosine or neg_l2")
+
+
+def root_velocity_match(v_agent: torch.Tensor, v_ref: torch.Tensor, sigma: float) -> torch.Tensor:
+    """S_R = exp(-||v_agent - v_ref||^2 / sigma^2) in (0,1]: planar root velocity [N,2] vs the reference's."""
+    err = (v_agent.float() - v_ref.float()).square().sum(-1)
+    return torch.exp(-err / (sigma * sigma))
 
 
 def reg_torque(torque: torch.Tensor, coef: float) -> torch.Tensor:
@@ -117,9 +128,10 @@ def tolerance_linear(x: torch.Tensor, lower: float, upper: float, margin: float)
 
 
 def task_reward(batch: SimBatch, target_speed: float = 1.0) -> torch.Tensor:
-    """HumanoidBench-style walk reward in [0,1]: upright(torso up_z) x forward-speed(root v_x vs target_speed).
+    """HumanoidBench-style walk reward in [0,1]: upright(torso up_z) x forward speed(root v_x vs target).
 
-    upright = tolerance(up_z, [0.9, inf), margin 1.9); move = (5*tolerance(v_x, [target, inf), margin target)+1)/6.
+    upright = tolerance(up_z, [0.9, inf), margin 1.9);
+    move = (5*tolerance(v_x, [target, inf), margin target)+1)/6.
     HumanoidBench's head-height and small-control factors are left out (no head height in a SimBatch; the
     regularisers already cover control effort).
     """

@@ -2,11 +2,13 @@
 
 from nil.rl.agents import BROAgent, Policy, SACAgent, make_agent
 from nil.rl.checkpoint import load_policy
+from nil.rl.observation import ObservationLayout
 from nil.rl.replay import Batch, ReplayBuffer
 
 __all__ = [
     "BROAgent",
     "Batch",
+    "ObservationLayout",
     "Policy",
     "ReplayBuffer",
     "SACAgent",

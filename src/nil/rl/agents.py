@@ -18,7 +18,7 @@ BROAgent (Nauman et al. 2024, "Bigger, Regularized, Optimistic"), on top of that
   that the per-dimension KL stays near ``kl_target``: KL above target lowers optimism and raises
   the KL weight. Environment actions come from the exploration actor; evaluation uses the
   conservative actor's tanh(mean).
-- Full resets of every network, optimiser, temperature and dual at the configured env steps.
+- Full resets of every network, optimiser, temperature and dual at the configured update counts.
 
 Simplifications against the reference JAX code: no vmapped multi-seed training (one agent per
 process); the actor trunk's two heads are initialised as in BRO but the critic's last layer uses the
@@ -27,7 +27,11 @@ for positive optimism) is left out.
 
 Replay ratio (both agents): ``replay_ratio`` gradient updates per environment transition, counted
 over all envs, i.e. a batched step of N envs is followed by ``replay_ratio * N`` updates (the
-trainer does the counting).
+trainer does the counting, and fires BRO's resets at the update counts in ``rl.reset_updates``).
+
+Beyond the paper (switches, off by default): LayerNorm MLP critics for SAC (``rl.critic_layernorm``),
+n-step targets (``rl.n_step``: the batch carries gamma^m), ``torch.compile`` of the critic and actor
+objectives on CUDA (``rl.compile``). Optimisers are fused on CUDA, multi-tensor elsewhere.
 """
 
 from __future__ import annotations
@@ -37,10 +41,13 @@ import math
 import torch
 from torch import nn
 
-from nil.config import RLConfig
+from nil.config import BROConfig, RLConfig
+from nil.errors import CheckpointError, TrainingError
 from nil.rl.networks import Critics, NetKind, OptimisticActor, TanhGaussianActor
 from nil.rl.normalizer import RunningNormalizer
+from nil.rl.observation import ObservationLayout
 from nil.rl.replay import Batch
+from nil.sim.base import SimBatch
 
 Stats = dict[str, torch.Tensor]
 
@@ -101,11 +108,23 @@ class SACAgent:
         """SAC: -|A|."""
         return -float(self.action_dim)
 
+    def _fast(self) -> dict:
+        """Optimiser implementation: one fused kernel per step on CUDA, multi-tensor (foreach) elsewhere."""
+        return {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+
     def _optim(self, params, lr: float) -> torch.optim.Optimizer:
         wd = self.cfg.weight_decay
         if wd is None or wd == 0:
-            return torch.optim.Adam(params, lr=lr, foreach=True)
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, foreach=True)
+            return torch.optim.Adam(params, lr=lr, **self._fast())
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **self._fast())
+
+    def _maybe_compile(self, fn):
+        """torch.compile `fn` with rl.compile on a CUDA learner; a CPU learner runs it eager."""
+        if not self.cfg.compile or (self.device.type != "cuda" and self.compile_backend is None):
+            return fn
+        return torch.compile(fn, backend=self.compile_backend or "inductor", dynamic=False)
+
+    compile_backend: str | None = None  # tests set "eager" to trace the compiled path on a CPU
 
     def build(self) -> None:
         """(Re)create networks, targets, temperature and optimisers from the global torch RNG."""
@@ -125,6 +144,7 @@ class SACAgent:
             c.critic_width,
             c.critic_depth,
             n_out=self.n_quantiles,
+            layernorm=c.critic_layernorm,
         ).to(dev)
         self.critic_target = Critics(
             self.net_kind,
@@ -133,15 +153,20 @@ class SACAgent:
             c.critic_width,
             c.critic_depth,
             n_out=self.n_quantiles,
+            layernorm=c.critic_layernorm,
         ).to(dev)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(c.init_temperature), device=dev, requires_grad=True)
         self.actor_opt = self._optim(self.actor.parameters(), c.actor_lr)
         self.critic_opt = self._optim(self.critic.parameters(), c.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=c.alpha_lr, betas=self.alpha_betas())
-        self._critic_params = list(self.critic.parameters())
-        self._target_params = list(self.critic_target.parameters())
+        self.alpha_opt = torch.optim.Adam(
+            [self.log_alpha], lr=c.alpha_lr, betas=self.alpha_betas(), **self._fast()
+        )
+        self._critic_params: list[torch.Tensor] = list(self.critic.parameters())
+        self._target_params: list[torch.Tensor] = list(self.critic_target.parameters())
+        self._critic_objective = self._maybe_compile(self.critic_objective)
+        self._actor_objective = self._maybe_compile(self.actor_objective)
 
     def alpha_betas(self) -> tuple[float, float]:
         """Adam betas of the temperature optimiser."""
@@ -173,7 +198,7 @@ class SACAgent:
         self.obs_norm.update(obs)
 
     # -- learning -------------------------------------------------------------------------------------
-    def combine(self, q: torch.Tensor, beta: float) -> torch.Tensor:
+    def combine(self, q: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
         """[2,B,K] -> [B,K]: mean + beta * |q1 - q2| / 2 (beta = -pessimism or +optimism)."""
         return q.mean(0) + beta * (q[0] - q[1]).abs() * 0.5
 
@@ -182,24 +207,38 @@ class SACAgent:
         return (q - target[None]).pow(2).mean(dim=(1, 2)).sum()
 
     def td_target(self, batch: Batch, obs_next: torch.Tensor) -> torch.Tensor:
-        """r + gamma * (1 - terminated) * (Q_target(s', a') - alpha * log pi(a'|s')), a' ~ pi: [B,K]."""
+        """r + gamma * (1 - terminated) * (Q_target(s', a') - alpha * log pi(a'|s')), a' ~ pi: [B,K].
+
+        With n-step transitions r is the discounted n-step return and gamma^m (m <= n) comes with the batch.
+        """
         with torch.no_grad():
             next_a, next_logp = self.actor.sample(obs_next)
             q_next = self.combine(self.critic_target(obs_next, next_a), -self.pessimism)
             v_next = q_next - self.alpha * next_logp[:, None]
-            return batch.reward[:, None] + self.cfg.gamma * (1.0 - batch.terminated)[:, None] * v_next
+            if batch.discount is None:
+                return batch.reward[:, None] + self.cfg.gamma * (1.0 - batch.terminated)[:, None] * v_next
+            return batch.reward[:, None] + (batch.discount * (1.0 - batch.terminated))[:, None] * v_next
 
     def alpha_loss(self, entropy: torch.Tensor) -> torch.Tensor:
         """SAC (as Stable-Baselines3): log_alpha * (H - H_target)."""
         return self.log_alpha * (entropy - self.target_entropy)
 
+    def critic_objective(self, obs: torch.Tensor, obs_next: torch.Tensor, batch: Batch):
+        """(critic loss, Q [M,B,K], TD target [B,K]) on normalised observations (compiled with rl.compile)."""
+        target = self.td_target(batch, obs_next)
+        q = self.critic(obs, batch.action)
+        return self.critic_loss(q, target), q, target
+
+    def actor_objective(self, obs: torch.Tensor, alpha: torch.Tensor):
+        """(actor loss, log pi [B]) through the frozen critics (compiled with rl.compile)."""
+        act, logp = self.actor.sample(obs)
+        q_pi = self.combine(self.critic(obs, act), -self.pessimism).mean(-1)
+        return (alpha * logp - q_pi).mean(), logp
+
     def update(self, batch: Batch) -> Stats:
         """One gradient step of critics, target critics, actor and temperature on a raw minibatch."""
         obs, obs_next = self.obs_norm(batch.obs), self.obs_norm(batch.next_obs)
-        target = self.td_target(batch, obs_next)
-
-        q = self.critic(obs, batch.action)
-        critic_loss = self.critic_loss(q, target)
+        critic_loss, q, target = self._critic_objective(obs, obs_next, batch)
         self.critic_opt.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_opt.step()
@@ -209,9 +248,7 @@ class SACAgent:
         # The actor's loss goes through the critics: freeze them so backward skips their weights.
         self.critic.requires_grad_(False)
         alpha = self.alpha
-        act, logp = self.actor.sample(obs)
-        q_pi = self.combine(self.critic(obs, act), -self.pessimism).mean(-1)
-        actor_loss = (alpha * logp - q_pi).mean()
+        actor_loss, logp = self._actor_objective(obs, alpha)
         self.actor_opt.zero_grad(set_to_none=True)
         actor_loss.backward()
         self.actor_opt.step()
@@ -295,6 +332,7 @@ class BROAgent(SACAgent):
     """BRO: BroNet + quantile critics + optimistic exploration actor + resets (see the module docstring)."""
 
     algo = "bro"
+    cfg: BROConfig  # make_agent builds BRO from rl.algo == "bro", i.e. a BROConfig
     net_kind: NetKind = "bronet"
     log_std_min = -10.0
 
@@ -318,7 +356,7 @@ class BROAgent(SACAgent):
 
     def _optim(self, params, lr: float) -> torch.optim.Optimizer:
         wd = 1e-4 if self.cfg.weight_decay is None else self.cfg.weight_decay  # optax.adamw's default
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, foreach=True)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, **self._fast())
 
     def build(self) -> None:
         """SAC's networks with quantile heads, plus the optimistic actor and its two duals."""
@@ -340,7 +378,9 @@ class BROAgent(SACAgent):
                 "kl_weight": _bounded_log_param(c.init_kl_weight),
             }
         ).to(self.device)
-        self.duals_opt = torch.optim.Adam(self.duals.parameters(), lr=c.adjustment_lr, betas=(0.5, 0.999))
+        self.duals_opt = torch.optim.Adam(
+            self.duals.parameters(), lr=c.adjustment_lr, betas=(0.5, 0.999), **self._fast()
+        )
 
     @property
     def optimism(self) -> torch.Tensor:
@@ -377,7 +417,7 @@ class BROAgent(SACAgent):
         q = self.critic(obs, torch.tanh(u))
         optimism, kl_weight = self.optimism, self.kl_weight
         q_ub = self.combine(q, optimism).mean(-1)
-        # KL(N(mean_o, std_o / m) || N(mean_c, std_c)) per state, as in BRO (std_o / m == std_c: the mean term)
+        # KL(N(mean_o, std_o / m) || N(mean_c, std_c)) per state, as in BRO (std_o / m == std_c: mean term)
         s_o = std_o / self.cfg.std_multiplier
         kl = (
             torch.log(std_c / s_o) + (s_o.pow(2) + (mean_o - mean_c).pow(2)) / (2 * std_c.pow(2)) - 0.5
@@ -417,12 +457,19 @@ def make_agent(cfg: RLConfig, obs_dim: int, action_dim: int, device: torch.devic
 
 
 class Policy:
-    """A trained conservative actor with its observation normaliser, for evaluation and deployment."""
+    """A trained conservative actor with its observation normaliser and builder, for evaluation and export."""
 
     def __init__(self, state: dict, device: torch.device | str = "cpu") -> None:
         self.device = torch.device(device)
         self.obs_dim, self.action_dim = int(state["obs_dim"]), int(state["action_dim"])
         self.algo = state["algo"]
+        # how the actor's input is built from the sim batch (plain for checkpoints without a layout)
+        self.obs_layout = ObservationLayout.from_dict(state.get("observation"), self.obs_dim, self.action_dim)
+        if self.obs_layout.dim != self.obs_dim:
+            raise CheckpointError(
+                f"the policy's observation layout gives {self.obs_layout.dim} inputs but its actor takes "
+                f"{self.obs_dim}; the checkpoint is inconsistent, train again"
+            )
         self.actor = TanhGaussianActor(
             state["net_kind"],
             self.obs_dim,
@@ -437,11 +484,27 @@ class Policy:
         self.obs_norm.load_state_dict(state["obs_norm"])
         self.step: int | None = state.get("step")
 
+    @property
+    def sim_obs_dim(self) -> int:
+        """Size of the sim observation the policy's input is built from."""
+        return self.obs_layout.sim_obs_dim
+
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        """Actions [N,A] in [-1,1] for raw observations [N,obs_dim]."""
+        """Actions [N,A] in [-1,1] for policy inputs [N, obs_dim] (built by `obs_layout`; for a policy
+        trained without rl.obs_prev_action / rl.gait_clock that is the sim observation itself)."""
         obs = torch.as_tensor(obs, dtype=torch.float32, device=self.device)
+        if obs.shape[-1] != self.obs_dim:
+            raise TrainingError(
+                f"the policy takes {self.obs_dim} inputs but got {obs.shape[-1]}; build them from the sim "
+                f"batch with policy.obs_layout(batch) (or use policy.act_batch(batch))"
+            )
         return self.actor.act(self.obs_norm(obs), deterministic)
+
+    @torch.no_grad()
+    def act_batch(self, batch: SimBatch, deterministic: bool = True) -> torch.Tensor:
+        """Actions for a SimBatch: its observation, previous action and t through `obs_layout`."""
+        return self.act(self.obs_layout(batch), deterministic)
 
 
 __all__ = ["BROAgent", "Policy", "SACAgent", "make_agent", "quantile_huber_loss"]

@@ -5,6 +5,10 @@ A checkpoint is written into a hidden temp folder and renamed into place only wh
 killed process leaves either the whole checkpoint or none. manifest.json (written last) records the
 sha256 and size of every file; a checkpoint whose manifest is missing or whose files do not match
 it is reported and skipped in favour of the previous one. The newest `keep` checkpoints are kept.
+
+Files named in `newest_only` (the trainer passes the replay buffer, by far the largest file) live in
+the newest checkpoint only: older ones drop them and their manifest entries once a newer one is
+complete, so the disk holds one replay buffer, not `keep` of them.
 """
 
 from __future__ import annotations
@@ -44,9 +48,17 @@ def list_checkpoints(root: str | Path) -> list[Path]:
 
 
 def save_checkpoint(
-    root: str | Path, step: int, files: dict[str, object], meta: dict | None = None, keep: int = 3
+    root: str | Path,
+    step: int,
+    files: dict[str, object],
+    meta: dict | None = None,
+    keep: int = 3,
+    newest_only: tuple[str, ...] = (),
 ) -> Path:
-    """Write {name: object} with torch.save as one checkpoint at `step`, atomically; prune to `keep`."""
+    """Write {name: object} with torch.save as one checkpoint at `step`, atomically; prune to `keep`.
+
+    Files named in `newest_only` are then removed from every older checkpoint (see the module docstring).
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:012d}"
@@ -71,13 +83,36 @@ def save_checkpoint(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    _prune(root, keep)
+    _prune(root, keep, newest_only)
     return final
 
 
-def _prune(root: Path, keep: int) -> None:
-    for old in list_checkpoints(root)[keep:]:
+def _strip(ckpt: Path, names: tuple[str, ...]) -> None:
+    """Drop files from an older checkpoint; its manifest is rewritten first (never lists a missing file)."""
+    import json
+
+    try:
+        manifest = json.loads((ckpt / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return  # partial or corrupt: latest_good skips it anyway
+    gone = [f"{n}.pt" for n in names if f"{n}.pt" in manifest.get("files", {})]
+    if not gone:
+        return
+    for fname in gone:
+        del manifest["files"][fname]
+    manifest["stripped"] = sorted(set(manifest.get("stripped", [])) | set(gone))
+    atomic_write_json(ckpt / MANIFEST, manifest)
+    for fname in gone:
+        (ckpt / fname).unlink(missing_ok=True)
+
+
+def _prune(root: Path, keep: int, newest_only: tuple[str, ...] = ()) -> None:
+    found = list_checkpoints(root)
+    for old in found[keep:]:
         shutil.rmtree(old, ignore_errors=True)
+    if newest_only:
+        for old in found[1:keep]:
+            _strip(old, newest_only)
     for stale in root.glob(f".{PREFIX}*.tmp-*"):  # left by a killed writer
         try:
             pid = int(stale.name.rsplit("-", 1)[1])

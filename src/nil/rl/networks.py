@@ -68,7 +68,7 @@ def _norm(members: int, dim: int) -> nn.Module:
     return nn.LayerNorm(dim) if members == 0 else EnsembleLayerNorm(members, dim)
 
 
-def orthogonal_init_(layer: nn.Module, gain: float) -> None:
+def orthogonal_init_(layer: nn.Linear | EnsembleLinear, gain: float) -> None:
     """Orthogonal weights (per member for an ensemble) and zero bias, as BRO initialises its layers."""
     w = layer.weight
     with torch.no_grad():
@@ -78,23 +78,29 @@ def orthogonal_init_(layer: nn.Module, gain: float) -> None:
                 w[m].copy_(nn.init.orthogonal_(q, gain=gain).T)
         else:
             nn.init.orthogonal_(w, gain=gain)
-        if getattr(layer, "bias", None) is not None:
+        if layer.bias is not None:
             layer.bias.zero_()
 
 
 class MLP(nn.Module):
-    """`depth` hidden layers of Linear -> ReLU, then a linear head (omitted when d_out is None)."""
+    """`depth` hidden layers of Linear -> ReLU (Linear -> LayerNorm -> ReLU with `layernorm`), then a linear
+    head (omitted when d_out is None)."""
 
-    def __init__(self, d_in: int, d_out: int | None, width: int, depth: int, members: int = 0) -> None:
+    def __init__(
+        self, d_in: int, d_out: int | None, width: int, depth: int, members: int = 0, layernorm: bool = False
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         d = d_in
         for _ in range(depth):
-            layers += [_linear(members, d, width), nn.ReLU()]
+            layers.append(_linear(members, d, width))
+            if layernorm:  # bounds the critic's features: keeps Q stable at high update-to-data ratios
+                layers.append(_norm(members, width))
+            layers.append(nn.ReLU())
             d = width
         self.trunk = nn.Sequential(*layers)
         self.head = _linear(members, d, d_out) if d_out is not None else None
-        self.out_features = d_out if d_out is not None else d
+        self.out_features: int = d_out if d_out is not None else d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.trunk(x)
@@ -122,7 +128,7 @@ class BroNet(nn.Module):
         self.fc_in, self.ln_in = _linear(members, d_in, width), _norm(members, width)
         self.blocks = nn.Sequential(*[BroBlock(width, members) for _ in range(depth)])
         self.head = _linear(members, width, d_out) if d_out is not None else None
-        self.out_features = d_out if d_out is not None else width
+        self.out_features: int = d_out if d_out is not None else width
         for mod in self.modules():  # BRO: orthogonal init with gain sqrt(2) everywhere
             if isinstance(mod, nn.Linear | EnsembleLinear):
                 orthogonal_init_(mod, math.sqrt(2.0))
@@ -133,11 +139,18 @@ class BroNet(nn.Module):
 
 
 def make_net(
-    kind: NetKind, d_in: int, d_out: int | None, width: int, depth: int, members: int = 0
-) -> nn.Module:
-    """An MLP or a BroNet; `members` > 0 makes an ensemble of that many independent networks."""
-    cls = {"mlp": MLP, "bronet": BroNet}[kind]
-    return cls(d_in, d_out, width, depth, members)
+    kind: NetKind,
+    d_in: int,
+    d_out: int | None,
+    width: int,
+    depth: int,
+    members: int = 0,
+    layernorm: bool = False,
+) -> MLP | BroNet:
+    """An MLP (optionally with LayerNorm) or a BroNet (always has it); `members` > 0 makes an ensemble."""
+    if kind == "bronet":
+        return BroNet(d_in, d_out, width, depth, members)
+    return MLP(d_in, d_out, width, depth, members, layernorm=layernorm)
 
 
 class Critics(nn.Module):
@@ -152,10 +165,11 @@ class Critics(nn.Module):
         depth: int,
         n_out: int = 1,
         members: int = 2,
+        layernorm: bool = False,
     ) -> None:
         super().__init__()
         self.members, self.n_out = members, n_out
-        self.net = make_net(kind, obs_dim + action_dim, n_out, width, depth, members)
+        self.net = make_net(kind, obs_dim + action_dim, n_out, width, depth, members, layernorm=layernorm)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([obs, act], dim=-1))

@@ -6,7 +6,7 @@ import torch
 
 
 class RunningNormalizer:
-    """(x - mean) / sqrt(var + eps), clipped to [-clip, clip]; statistics merged with Chan's parallel formula."""
+    """(x - mean) / sqrt(var + eps), clipped to [-clip, clip]; statistics merged by Chan's formula."""
 
     def __init__(
         self,
@@ -21,27 +21,32 @@ class RunningNormalizer:
         self.mean = torch.zeros(dim, dtype=torch.float64, device=device)
         self.var = torch.ones(dim, dtype=torch.float64, device=device)
         self.count = torch.zeros((), dtype=torch.float64, device=device)
-        self.n = 0  # python mirror of count: no device sync to test it
+        self.n = 0  # rows offered so far (python: no device sync to test it); count = finite rows
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        """Fold a batch [N, dim] into the statistics (non-finite rows are ignored)."""
+        """Fold a batch [N, dim] into the statistics (non-finite rows are ignored, without a host sync)."""
         if not self.enabled:
             return
         x = x.to(self.mean.device, torch.float64).reshape(-1, self.dim)
-        x = x[torch.isfinite(x).all(dim=1)]
-        n = x.shape[0]
-        if n == 0:
+        if x.shape[0] == 0:
             return
-        b_mean = x.mean(0)
-        b_var = x.var(0, unbiased=False)
+        # weights instead of boolean indexing: a mask select would read its size back to the host
+        w = torch.isfinite(x).all(dim=1, keepdim=True).to(torch.float64)
+        x = torch.where(w > 0, x, torch.zeros_like(x))
+        n = w.sum()
+        safe_n = n.clamp_min(1.0)
+        b_mean = (w * x).sum(0) / safe_n
+        b_var = (w * (x - b_mean).pow(2)).sum(0) / safe_n
         total = self.count + n
+        safe_total = total.clamp_min(1.0)
         delta = b_mean - self.mean
-        m2 = self.var * self.count + b_var * n + delta.pow(2) * self.count * n / total
-        self.mean += delta * n / total
-        self.var = m2 / total
+        m2 = self.var * self.count + b_var * n + delta.pow(2) * self.count * n / safe_total
+        keep = total > 0  # still nothing seen: keep the initial (0, 1)
+        self.mean = torch.where(keep, self.mean + delta * n / safe_total, self.mean)
+        self.var = torch.where(keep, m2 / safe_total, self.var)
         self.count = total
-        self.n += n
+        self.n += x.shape[0]  # rows offered (python, no sync); count holds the finite ones
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Normalise x [..., dim] (identity when disabled or before any update)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -61,7 +62,9 @@ PRESETS: dict[str, Preset] = {
                 "root_body": "pelvis",
                 "torso_body": "torso_link",
                 "feet_bodies": ["left_ankle_link", "right_ankle_link"],
-                "kp": 150.0,
+                # at kp 150 the legs sag under the 50 kg body and the biped teacher cannot hold its
+                # balance in pd mode; 300 is within the range H1 locomotion controllers use
+                "kp": 300.0,
                 "kd": 5.0,
                 "fall_height": 0.6,
                 "max_tilt_deg": 60.0,
@@ -109,8 +112,8 @@ PRESETS: dict[str, Preset] = {
                 "root_body": "trunk",
                 "torso_body": "trunk",
                 "feet_bodies": ["FR_calf", "FL_calf", "RR_calf", "RL_calf"],
-                "kp": 40.0,
-                "kd": 1.0,
+                "kp": 100.0,  # the menagerie position actuators' kp; 40 left the pd gait shuffling
+                "kd": 2.0,
                 "fall_height": 0.12,
                 "max_tilt_deg": 60.0,
             },
@@ -126,8 +129,8 @@ PRESETS: dict[str, Preset] = {
                 "root_body": "base",
                 "torso_body": "base",
                 "feet_bodies": ["FL_calf", "FR_calf", "RL_calf", "RR_calf"],
-                "kp": 40.0,
-                "kd": 1.0,
+                "kp": 100.0,
+                "kd": 2.0,
                 "fall_height": 0.12,
                 "max_tilt_deg": 60.0,
             },
@@ -163,11 +166,11 @@ def resolve_menagerie(robot: str, entry: str, *, download: bool = True) -> tuple
             "point MENAGERIE_ROOT at a mujoco_menagerie checkout"
         )
     try:
-        import mujoco_menagerie  # type: ignore[import-not-found]
+        import mujoco_menagerie
     except ImportError:
         raise RobotError(
-            f"robot {robot!r} comes from MuJoCo Menagerie: set MENAGERIE_ROOT to a mujoco_menagerie checkout, "
-            "or pip install mujoco-menagerie (downloads the model on first use)"
+            f"robot {robot!r} comes from MuJoCo Menagerie: set MENAGERIE_ROOT to a mujoco_menagerie "
+            "checkout, or pip install mujoco-menagerie (downloads the model on first use)"
         ) from None
     try:
         item = mujoco_menagerie.get(robot)
@@ -224,7 +227,8 @@ def get_robot(
             if looks_like_path:
                 raise RobotError(f"cannot read MJCF file {name_or_path}: no such file")
             raise RobotError(
-                f"unknown robot {name_or_path!r}: use one of {', '.join(list_presets())} or a path to an MJCF .xml"
+                f"unknown robot {name_or_path!r}: use one of {', '.join(list_presets())} or a path to an "
+                "MJCF .xml"
             )
         path, source, name, description = path.resolve(), "path", path.stem, ""
     # config overrides win over preset values
@@ -237,6 +241,7 @@ def get_robot(
             if getattr(camera, key) is not None:
                 cam_values[key] = getattr(camera, key)
         cam_values["width"], cam_values["height"] = camera.width, camera.height
+        cam_values["lookat_offset"] = tuple(float(v) for v in camera.lookat_offset)
     description = values.pop("description", None) or description
     mode = values.get("control_mode", "torque")
     values.setdefault("action_scale", _ACTION_SCALE[mode])
@@ -286,5 +291,82 @@ def _complete(spec: RobotSpec, explicit_distance: bool, explicit_fall: bool) -> 
 
 
 def robot_from_config(cfg: SkillConfig) -> RobotSpec:
-    """The RobotSpec a skill config asks for (robot overrides and camera applied)."""
-    return get_robot(cfg.robot.name, cfg.robot, cfg.camera)
+    """The RobotSpec a skill config asks for (robot overrides, camera and scene objects applied)."""
+    spec = get_robot(cfg.robot.name, cfg.robot, cfg.camera)
+    if cfg.scene.objects:
+        from nil.scene.build import scene_key
+        from nil.scene.check import check_scene
+
+        spec.scene = scene_key(cfg.scene, spec)
+        check_scene(spec)
+        if cfg.camera.distance is None:  # frame a bar above the robot too
+            scene = json.loads(spec.scene)
+            top = max([o["height"] for o in scene["objects"] if o["kind"] == "bar"], default=0.0)
+            grow = top / scene["robot"]["height"]
+            if grow > 1.0:
+                spec.camera.distance *= 1.15 * grow
+                spec.camera.lookat_z += 0.5 * (top - scene["robot"]["height"])
+    return spec
+
+
+# ------------------------------------------------------- task presets (the paper's whole-body skills)
+# skill-text keyword -> (scene.task, object kind, the object's name in the prompt)
+_TASK_WORDS = {
+    "sit": ("sitting", "chair", "on a chair"),
+    "hang": ("hanging", "bar", "from a horizontal bar"),
+    "balanc": ("balancing", "board", "on a balance board"),
+}
+# keyframe-teacher poses by joint-name fragment (radians; the other joints keep the initial pose)
+_TASK_POSES: dict[str, dict[str, float | None]] = {  # None: keep that joint's initial angle
+    "sitting": {"hip_pitch": -1.5, "knee": 1.6, "ankle_roll": None, "ankle": -0.3},
+    "hanging": {"shoulder_pitch": -2.8, "hip_pitch": -0.8, "knee": 1.2},
+    "balancing": {},  # the balance teacher (nil.teachers.biped) holds the initial pose by feedback
+}
+_TASK_TIMES = {"sitting": [0.2, 1.5], "hanging": [0.2, 1.0]}
+TASK_ROBOTS = ("unitree_h1", "unitree_g1")  # robots whose task poses are set (any robot gets the scene)
+
+
+def task_of_skill(skill: str) -> tuple[str, str, str] | None:
+    """(task, object kind, object words) when the skill text names a whole-body task, else None."""
+    text = skill.lower()
+    return next((v for k, v in _TASK_WORDS.items() if k in text), None)
+
+
+def task_pose(spec: RobotSpec, model: mujoco.MjModel, task: str) -> list[float]:
+    """Joint targets (actuator order) of a task's pose: the initial pose with the task's joints moved."""
+    q0 = spec.initial_qpos(model)
+    out = []
+    for i in range(model.nu):
+        jnt = int(model.actuator_trnid[i, 0])
+        name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, jnt) or ""
+        val = next((v for frag, v in _TASK_POSES[task].items() if frag in name), None)
+        out.append(round(float(q0[model.jnt_qposadr[jnt]] if val is None else val), 4))
+    return out
+
+
+def task_preset(robot: str, skill: str, generator: str = "synthetic") -> dict[str, Any]:
+    """Config values for a whole-body skill ("sitting on a chair" ...): the scene, a prompt naming the
+    object and (synthetic generator, H1/G1) a keyframe teacher from the initial pose to the task's pose."""
+    found = task_of_skill(skill)
+    if found is None:
+        return {}
+    task, kind, words = found
+    out: dict[str, Any] = {"scene": {"objects": [{"kind": kind}], "task": task}}
+    if words.split()[-1] not in skill.lower():
+        out["prompt_template"] = "The {robot} agent is {skill} " + words + ", camera follows the agent."
+    if generator == "synthetic" and robot in TASK_ROBOTS and task == "balancing":
+        out["generator"] = {"teacher": "balance"}  # feedback: a held pose falls off the rocking deck
+    elif generator == "synthetic" and robot in TASK_ROBOTS:
+        spec = get_robot(robot)
+        model = spec.load_model()
+        first = spec.keyframe or "0"
+        out["generator"] = {
+            "teacher": "keyframes",
+            "keyframes": [
+                first if spec.keyframe else task_pose(spec, model, "balancing"),  # = the initial pose
+                task_pose(spec, model, task),
+            ],
+            "keyframe_times": _TASK_TIMES[task],
+        }
+        out["robot"] = {"control_mode": "torque"}  # the poses lie beyond the pd action range
+    return out

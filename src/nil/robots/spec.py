@@ -29,6 +29,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nil.errors import RobotError  # noqa: E402
+from nil.robots.meshes import simplify_visual_meshes  # noqa: E402
 
 # Fallback joint torque limit (N·m) for actuators that declare none (unlimited motors/servos).
 DEFAULT_TORQUE_LIMIT = 100.0
@@ -47,6 +48,7 @@ class CameraSpec:
     azimuth: float = 90.0  # degrees; 90 looks along +y, so a robot walking along +x crosses the image
     fovy: float = 45.0
     lookat_z: float = 0.0  # added to the root's height
+    lookat_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # world offset of the look-at point (fitted)
 
 
 @dataclass
@@ -77,11 +79,14 @@ class RobotSpec:
     simplify_meshes: bool = (
         True  # decimate dense visual-only meshes (renders ~identical, several x faster on CPU)
     )
+    scene: str = ""  # placed scene objects as JSON (nil.scene.build.scene_key); "" = the plain floor
 
     # ------------------------------------------------------------------ model
     def load_model(self) -> mujoco.MjModel:
-        """The robot on a plain floor with fast visual settings and the control mode applied (a fresh copy)."""
-        model = copy.deepcopy(_base_model(self.mjcf_path, _mtime(self.mjcf_path), bool(self.simplify_meshes)))
+        """The robot on a plain floor, fast visual settings, the control mode applied (a fresh copy)."""
+        model = copy.deepcopy(
+            _base_model(self.mjcf_path, _mtime(self.mjcf_path), bool(self.simplify_meshes), self.scene)
+        )
         _apply_visual(model, self.camera)
         self._apply_control(model)
         return model
@@ -119,12 +124,16 @@ class RobotSpec:
         qpos = model.qpos0.copy()
         if self.init_qpos is not None:
             vals = np.asarray(self.init_qpos, dtype=float)
-            if vals.shape[0] != model.nq - 7:
+            # the robot's own coordinates come first; a scene object's joints (nil.scene) follow them
+            robot_jnt = self.robot_body_mask(model)[model.jnt_bodyid]
+            n_robot = int(model.nq) - int(sum(_jnt_nq(model, int(j)) for j in np.flatnonzero(~robot_jnt)))
+            if vals.shape[0] != n_robot - 7:
                 raise RobotError(
-                    f"robot {self.name!r}: init_qpos has {vals.shape[0]} values but the model has {model.nq - 7} "
+                    f"robot {self.name!r}: init_qpos has {vals.shape[0]} values but the model has "
+                    f"{n_robot - 7} "
                     "joint coordinates after the free root"
                 )
-            qpos[7:] = vals
+            qpos[7:n_robot] = vals
         return _put_on_floor(model, qpos, self.root_id(model))
 
     def robot_body_mask(self, model: mujoco.MjModel) -> np.ndarray:
@@ -136,13 +145,25 @@ class RobotSpec:
         """bool[ngeom]: geoms that belong to the robot (the mask is made of these)."""
         return self.robot_body_mask(model)[model.geom_bodyid]
 
+    def foot_geom_index(self, model: mujoco.MjModel) -> np.ndarray:
+        """int64[ngeom]: index into feet_bodies of the foot whose subtree holds each geom (-1: none)."""
+        out = np.full(model.ngeom, -1, np.int64)
+        for k, foot in enumerate(self.feet_ids(model)):
+            in_sub = np.zeros(model.nbody, bool)
+            in_sub[foot] = True
+            for b in range(foot + 1, model.nbody):  # children come after their parent in MuJoCo's body order
+                in_sub[b] |= in_sub[model.body_parentid[b]]
+            out[in_sub[model.geom_bodyid]] = k
+        return out
+
     def substeps(self, model: mujoco.MjModel) -> int:
         """Physics steps per control step (control period / timestep, must be a whole number)."""
         ratio = 1.0 / (self.control_hz * model.opt.timestep)
         n = round(ratio)
         if n < 1 or abs(ratio - n) > 1e-6 * max(1.0, ratio):
             raise RobotError(
-                f"robot {self.name!r}: control rate {self.control_hz} Hz is not a whole multiple of the physics "
+                f"robot {self.name!r}: control rate {self.control_hz} Hz is not a whole multiple of the "
+                "physics "
                 f"timestep {model.opt.timestep} s; set robot.control_hz to 1/(k*timestep), e.g. "
                 f"{1.0 / (max(1, n) * model.opt.timestep):g}"
             )
@@ -153,7 +174,7 @@ class RobotSpec:
         return int(model.nu)
 
     def torque_limits(self, model: mujoco.MjModel) -> np.ndarray:
-        """float[nu]: joint-space torque limit of each actuator as the model declares it (after load_model)."""
+        """float[nu]: joint-space torque limit of each actuator as the model declares it (load_model's)."""
         return _torque_limits(model)
 
     def ctrl_affine(self, model: mujoco.MjModel) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +224,8 @@ class RobotSpec:
         for i in range(model.nu):
             if model.actuator_trntype[i] != mujoco.mjtTrn.mjTRN_JOINT:
                 raise RobotError(
-                    f"robot {self.name!r}: actuator {i} does not drive a joint directly; use control_mode torque"
+                    f"robot {self.name!r}: actuator {i} does not drive a joint directly; "
+                    "use control_mode torque"
                 )
             jnt = model.actuator_trnid[i, 0]
             model.actuator_gear[i, :] = 0.0
@@ -231,6 +253,12 @@ def _mtime(path: str) -> float:
         return os.stat(path).st_mtime
     except OSError:
         return -1.0
+
+
+def _jnt_nq(model: mujoco.MjModel, j: int) -> int:
+    """qpos size of joint j (free 7, ball 4, slide/hinge 1)."""
+    sizes = {int(mujoco.mjtJoint.mjJNT_FREE): 7, int(mujoco.mjtJoint.mjJNT_BALL): 4}
+    return sizes.get(int(model.jnt_type[j]), 1)
 
 
 def _body_id(model: mujoco.MjModel, name: str, what: str) -> int:
@@ -276,7 +304,7 @@ def _unique_body_name(used: set[str], base: str) -> str:
 
 
 @lru_cache(maxsize=16)
-def _base_model(path: str, mtime: float, simplify: bool = True) -> mujoco.MjModel:
+def _base_model(path: str, mtime: float, simplify: bool = True, scene: str = "") -> mujoco.MjModel:
     """Compile the MJCF once: unnamed bodies get names, a floor and a light are added when missing,
     and (simplify) dense visual-only meshes are decimated."""
     p = Path(path)
@@ -316,105 +344,13 @@ def _base_model(path: str, mtime: float, simplify: bool = True) -> mujoco.MjMode
             raise RobotError(
                 f"cannot compile MJCF {path} with a floor added: {str(e).strip()[:300]}"
             ) from None
+    if scene:  # the skill's scene objects (nil.scene.build), placed before the meshes are simplified
+        from nil.scene.build import add_objects
+
+        model = add_objects(spec, scene)
     if simplify:
-        model = _simplified(spec, model)
+        model = simplify_visual_meshes(spec, model)
     return model
-
-
-# Visual meshes above this many faces are decimated; the cell is this fraction of the model's extent
-# (menagerie H1: ~7 mm, half a pixel at 224x224 with the default framing).
-_MESH_FACE_BUDGET = 1000
-_CELL_FRACTION = 1.0 / 250.0
-
-
-def _cluster_decimate(v: np.ndarray, f: np.ndarray, cell: float) -> tuple[np.ndarray, np.ndarray]:
-    """Vertex-clustering decimation: merge vertices per grid cell, drop collapsed and duplicate faces."""
-    keys = np.floor(v / cell).astype(np.int64)
-    _, inv = np.unique(keys, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
-    n = int(inv.max()) + 1
-    sums = np.zeros((n, 3))
-    np.add.at(sums, inv, v)
-    newv = sums / np.bincount(inv, minlength=n)[:, None]
-    nf = inv[f]
-    keep = (nf[:, 0] != nf[:, 1]) & (nf[:, 1] != nf[:, 2]) & (nf[:, 0] != nf[:, 2])
-    nf = nf[keep]
-    _, first = np.unique(np.sort(nf, axis=1), axis=0, return_index=True)
-    return newv, nf[np.sort(first)]
-
-
-def _simplified(spec: mujoco.MjSpec, model: mujoco.MjModel) -> mujoco.MjModel:
-    """Decimate dense meshes drawn by visual geoms (contype = conaffinity = 0), keeping physics identical.
-
-    llvmpipe's cost is dominated by triangles (menagerie H1: 286k faces, drawn twice per frame); at the
-    camera's resolution a cell of extent/250 is below a pixel. Collision geoms keep their exact meshes
-    (a mesh shared with a collision geom is duplicated for the visual geoms), textured meshes are left
-    alone, and the result is only used when every body's mass and inertia are unchanged.
-    """
-    visual = (model.geom_contype == 0) & (model.geom_conaffinity == 0)
-    is_mesh = model.geom_type == mujoco.mjtGeom.mjGEOM_MESH
-    used_by_collision = set(model.geom_dataid[is_mesh & ~visual].tolist())
-
-    def textured(mid: int) -> bool:
-        mats = model.geom_matid[(model.geom_dataid == mid) & is_mesh]
-        return bool(
-            model.mesh_texcoordnum[mid] > 0 and any((model.mat_texid[k] >= 0).any() for k in mats if k >= 0)
-        )
-
-    candidates = sorted(
-        int(i)
-        for i in set(model.geom_dataid[is_mesh & visual].tolist())
-        if i >= 0 and model.mesh_facenum[i] > _MESH_FACE_BUDGET and not textured(int(i))
-    )
-    if not candidates:
-        return model
-    cell = float(max(model.stat.extent, 0.1)) * _CELL_FRACTION
-    meshes = {m.name: m for m in spec.meshes}
-    geoms_by_mesh: dict[str, list] = {}
-    for g in spec.geoms:
-        if g.type == mujoco.mjtGeom.mjGEOM_MESH and g.contype == 0 and g.conaffinity == 0:
-            geoms_by_mesh.setdefault(g.meshname, []).append(g)
-    try:
-        for mid in candidates:
-            name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_MESH, mid)
-            if name not in meshes:
-                continue
-            va, nv = model.mesh_vertadr[mid], model.mesh_vertnum[mid]
-            fa, nf = model.mesh_faceadr[mid], model.mesh_facenum[mid]
-            v = model.mesh_vert[va : va + nv].astype(np.float64)
-            f = model.mesh_face[fa : fa + nf]
-            newv, newf = _cluster_decimate(v, f, cell)
-            if len(newf) < 4 or len(newv) < 4 or len(newf) > 0.8 * nf:
-                continue
-            # back into the asset frame: compiled vertices are R(mesh_quat)^T (v_asset - mesh_pos)
-            rot = np.zeros(9)
-            mujoco.mju_quat2Mat(rot, model.mesh_quat[mid])
-            v_asset = newv @ rot.reshape(3, 3).T + model.mesh_pos[mid]
-            old = meshes[name]
-            if mid in used_by_collision:
-                # collision keeps the exact mesh; the visual geoms get a decimated copy
-                new_name = f"{name}__nil_visual"
-                for g in geoms_by_mesh.get(name, []):
-                    g.meshname = new_name
-                mesh = spec.add_mesh(name=new_name)
-            else:
-                # a fresh element: the old one keeps internal data (face normals) from its file
-                inertia = old.inertia
-                spec.delete(old)
-                mesh = spec.add_mesh(name=name)
-                mesh.inertia = inertia
-            mesh.uservert = v_asset.reshape(-1).tolist()
-            mesh.userface = newf.reshape(-1).astype(int).tolist()
-        simple = spec.compile()
-    except Exception:
-        return model  # any trouble: keep the exact model
-    same_physics = (
-        simple.nbody == model.nbody
-        and np.allclose(simple.body_mass, model.body_mass)
-        and np.allclose(simple.body_inertia, model.body_inertia)
-        and np.allclose(simple.body_ipos, model.body_ipos)
-    )
-    return simple if same_physics else model
 
 
 def _apply_visual(model: mujoco.MjModel, cam: CameraSpec) -> None:

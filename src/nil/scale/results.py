@@ -1,4 +1,4 @@
-"""Sweep results: one row per skill in sweep.csv, and index.html (sortable metrics table linking every report)."""
+"""Sweep results: one row per skill in sweep.csv, and index.html (a sortable table linking every report)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ STATUSES = ("done", "cached", "failed", "pending")
 
 @dataclass
 class SkillResult:
-    """The outcome of one skill of a sweep (status: done, cached = finished on an earlier run, failed, pending)."""
+    """One skill's outcome (status: done, cached = finished on an earlier run, failed, pending)."""
 
     name: str
     directory: Path
@@ -58,6 +58,10 @@ HIDDEN_METRICS = frozenset(
         "wall_s",
         "control_hz",
         "baselines",
+        "sd.random",  # the spread of the trained row (sd.trained.*) is the one to read
+        "sd.zero",
+        "sd.teacher",
+        "per_episode",
         "policy.checkpoint",
         "policy.algo",
     }
@@ -132,7 +136,7 @@ def _row(r: SkillResult, head: list[str], metric_keys: list[str], base: Path) ->
 
 
 def write_csv(results: list[SkillResult], out: Path, axis_keys: list[str]) -> Path:
-    """Write out/sweep.csv: name, variant, axes, status, attempts, wall_s, error, metrics, report, directory."""
+    """Write out/sweep.csv: name, variant, axes, status, attempts, wall_s, error, metrics, report, folder."""
     out = Path(out)
     head, metric_keys = _columns(results, axis_keys)
     fields = head + metric_keys + ["report", "directory"]
@@ -188,7 +192,7 @@ def _is_num(s: str) -> bool:
 
 
 def write_index(results: list[SkillResult], out: Path, axis_keys: list[str], title: str = "sweep") -> Path:
-    """Write out/index.html: every skill with its status and metrics, linked to its report; sortable, no CDN."""
+    """Write out/index.html: each skill's status and metrics, linked to its report; sortable, no CDN."""
     out = Path(out)
     head, metric_keys = _columns(results, axis_keys)
     cols = head + metric_keys

@@ -12,11 +12,16 @@ Conventions every backend follows (and tests check):
 - t counts control steps since the env's reset (0 for the frame returned by reset()).
 - truncated = t >= horizon (when a horizon is set); terminated = the robot's fall rule fired or the
   state went non-finite (the latter also sets `nonfinite`).
+- Feet (nil.sim.task): foot_force is the normal load of a foot's contacts with anything that is not the
+  robot; foot_contact = that load > a small fraction of the robot's weight; foot_vel_xy is the horizontal
+  velocity of the foot at its contact points (load-weighted) while in contact, else of the foot body's
+  centre of mass. The rules live once in nil.sim.task; backends only step physics and render.
+- step(a) == step_async(a) then step_wait(); between the two the caller must not read the batch.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -36,17 +41,23 @@ class SimBatch:
     qpos: torch.Tensor  # [N, nq] float32
     qvel: torch.Tensor  # [N, nv] float32
     joint_vel: torch.Tensor  # [N, nv - 6] float32 (qvel without the free root)
-    torque: (
-        torch.Tensor
-    )  # [N, nu] float32 joint torques of the actuators (actuator_force x gear) in the last step
+    # [N, nu] float32 joint torques of the actuators (actuator_force x gear) in the last step
+    torque: torch.Tensor
     action: torch.Tensor  # [N, action_dim] float32 the (clipped) action of the last step (0 after reset)
     prev_action: torch.Tensor  # [N, action_dim] float32 the action before that (0 after reset)
     foot_contact: torch.Tensor  # [N, n_feet] bool
-    foot_vel_xy: torch.Tensor  # [N, n_feet, 2] float32 horizontal world-frame foot velocity
+    foot_vel_xy: torch.Tensor  # [N, n_feet, 2] float32 horizontal world-frame velocity at the contact point
     torso_up_z: torch.Tensor  # [N] float32 world-z component of the torso's up axis (1 = upright)
     root_pos: torch.Tensor  # [N, 3] float32
     root_lin_vel: torch.Tensor  # [N, 3] float32 world frame
     nonfinite: torch.Tensor  # [N] bool physics produced NaN/inf (env was terminated)
+    # [N, n_feet] float32 normal contact force on each foot (N); hand-built batches (tests) may omit it
+    foot_force: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+
+    def __post_init__(self) -> None:
+        if self.foot_force.shape != self.foot_contact.shape and self.foot_force.numel() == 0:
+            # a batch built without loads (a test's hand-made batch): loaded exactly where in contact
+            self.foot_force = self.foot_contact.to(torch.float32)
 
     def clone(self) -> SimBatch:
         """Deep copy of every tensor (to keep a batch across step())."""
@@ -78,6 +89,22 @@ class BatchedSim(Protocol):
 
     def step(self, action: torch.Tensor) -> SimBatch:
         """Apply action [N, action_dim] for one control step (several physics substeps) and render."""
+        ...
+
+    def step_async(self, action: torch.Tensor) -> None:
+        """Start step(action); the worker backend computes while the caller works. Finish with step_wait()."""
+        ...
+
+    def step_wait(self) -> SimBatch:
+        """Finish the step started by step_async() and return its batch."""
+        ...
+
+    def seed(self, seed: int) -> None:
+        """Reseed every env's reset-noise generator (a resumed run calls this with a new seed)."""
+        ...
+
+    def set_render(self, rgb: bool) -> None:
+        """rgb=False skips the colour pass (batch.rgb stays all zero); the robot mask is always rendered."""
         ...
 
     def set_horizon(self, horizon: int | None) -> None:

@@ -2,25 +2,19 @@
 
 Layout: one shared-memory file holds every batch buffer (obs, rgb, mask, state, actions); the parent
 wraps its numpy views as torch tensors (zero-copy), each worker maps the same file and writes its
-slice of envs straight into it, so frames are never pickled. Commands go over one pipe per worker.
-num_workers=0 runs the same EnvGroup code in-process. Workers ignore SIGINT (the parent handles
-Ctrl-C and closes them), exit when their pipe closes, and a dead or failing worker raises
-SimulationError in the parent instead of hanging.
+slice of envs straight into it, so frames are never pickled. Commands go over one pipe per worker
+(nil.sim.workers). num_workers=0 runs the same EnvGroup code in-process. step_async() sends the step
+and returns at once, so physics and rendering run in the workers while the caller works; step_wait()
+collects it. A dead or failing worker raises SimulationError and closes the simulator.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
-import pickle
-import select
-import struct
-import subprocess
-import sys
 import tempfile
-import time
 import uuid
-import weakref
+from dataclasses import fields
 from typing import Any
 
 import numpy as np
@@ -29,63 +23,16 @@ import torch
 from nil.config import SimConfig
 from nil.errors import SimulationError
 from nil.robots.spec import RobotSpec
+from nil.sim import SIMS, task
 from nil.sim.base import SimBatch
-from nil.sim.mujoco_envs import (
-    CMD_QUIT,
-    CMD_RESET,
-    CMD_STEP,
-    REPLY_ERR,
-    REPLY_OK,
-    EnvGroup,
-    buffer_layout,
-    layout_size,
-    map_buffers,
-    model_dims,
-    read_exact,
-    write_all,
-)
-
-# Seconds to wait for a worker before declaring it hung (start-up compiles meshes and makes a GL context).
-START_TIMEOUT = 300.0
-STEP_TIMEOUT = 300.0
+from nil.sim.mujoco_envs import EnvGroup, buffer_layout, layout_size, map_buffers, model_dims
+from nil.sim.workers import CMD_RESET, CMD_SEED, CMD_STEP, WorkerPool
 
 
 def _shm_dir() -> str:
     return (
         "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
     )
-
-
-def _shutdown(procs: list, shm_path: str | None) -> None:
-    """Stop workers (quit command, then terminate/kill) and remove the shared-memory file; idempotent."""
-    for p in procs:
-        try:
-            p.stdin.write(CMD_QUIT)
-            p.stdin.flush()
-        except Exception:
-            pass
-    for p in procs:
-        for stop in (None, p.terminate, p.kill):
-            if stop is not None:
-                try:
-                    stop()
-                except Exception:
-                    pass
-            try:
-                p.wait(timeout=5)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        for f in (p.stdin, p.stdout):
-            try:
-                f.close()
-            except Exception:
-                pass
-    if shm_path:
-        try:
-            os.unlink(shm_path)
-        except FileNotFoundError:
-            pass
 
 
 class MujocoSim:
@@ -101,17 +48,14 @@ class MujocoSim:
         seed: int = 0,
     ) -> None:
         self.spec = spec
-        self.num_envs = int(num_envs if num_envs is not None else sim_cfg.num_envs)
-        if self.num_envs < 1:
-            raise SimulationError(f"num_envs must be >= 1, got {self.num_envs}")
+        self.num_envs = task.num_envs(num_envs, sim_cfg.num_envs)
         self.device = torch.device(sim_cfg.device)
         self.horizon: int | None = None
-        self.seed = int(seed)
+        self._seed = int(seed)
         self._closed = False
-        self._procs: list[subprocess.Popen] = []
-        self._shm_path: str | None = None
+        self._stepping = False
+        self._pool: WorkerPool | None = None
         self._group: EnvGroup | None = None
-        self._finalizer: Any = None
         model = spec.load_model()
         self.model = model
         self.dims = model_dims(spec, model, self.num_envs)
@@ -128,58 +72,36 @@ class MujocoSim:
             )
         else:
             self._start_workers(sim_cfg, size)
-        self._t = torch.from_numpy(self._np["t"])
         self._batch = self._make_batch()
         self.set_horizon(horizon)
 
-    # ----------------------------------------------------------------- workers
     def _start_workers(self, sim_cfg: SimConfig, size: int) -> None:
         path = os.path.join(_shm_dir(), f"nil-sim-{os.getpid()}-{uuid.uuid4().hex[:12]}")
-        self._shm_path = path
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
             os.ftruncate(fd, size)
             self._block = mmap.mmap(fd, size)
+        except BaseException:
+            os.unlink(path)
+            raise
         finally:
             os.close(fd)
         self._np = map_buffers(self._block, self.dims)
         # one llvmpipe thread per worker when the workers already fill the cores
         lp = 1 if self.num_workers >= (os.cpu_count() or 1) else None
         bounds = np.linspace(0, self.num_envs, self.num_workers + 1).round().astype(int)
-        self._slices = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
-        self._finalizer = weakref.finalize(self, _shutdown, self._procs, path)
-        # the worker must import this very copy of nil (e.g. a source tree put on sys.path at run time)
-        import nil
-
-        env = dict(os.environ)
-        src = os.path.dirname(os.path.dirname(os.path.abspath(nil.__file__)))
-        env["PYTHONPATH"] = os.pathsep.join([src] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        slices = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        args = {
+            "spec": self.spec,
+            "dims": self.dims,
+            "seed": self._seed,
+            "reset_noise": sim_cfg.reset_noise,
+            "lp_threads": lp,
+        }
         try:
-            for start, stop in self._slices:
-                p = subprocess.Popen(
-                    [sys.executable, "-m", "nil.sim._worker"],
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    bufsize=0,
-                    close_fds=True,
-                    env=env,
-                )
-                self._procs.append(p)
-                args = {
-                    "spec": self.spec,
-                    "dims": self.dims,
-                    "shm_path": path,
-                    "start": start,
-                    "stop": stop,
-                    "seed": self.seed,
-                    "reset_noise": sim_cfg.reset_noise,
-                    "lp_threads": lp,
-                }
-                blob = pickle.dumps(args)
-                write_all(p.stdin.fileno(), struct.pack("<I", len(blob)) + blob)
-            self._wait(list(range(len(self._procs))), START_TIMEOUT, "start")
+            self._pool = WorkerPool(self, path, slices, args)
         except BaseException:
-            self.close()
+            self._closed = True
             raise
         # every worker has mapped the file: remove its name now so that nothing can leak
         try:
@@ -187,104 +109,57 @@ class MujocoSim:
         except FileNotFoundError:
             pass
 
-    def _fail(self, msg: str) -> None:
-        self.close()
-        raise SimulationError(msg)
+    @property
+    def _procs(self) -> list:
+        """The worker processes (empty in-process)."""
+        return self._pool.procs if self._pool is not None else []
 
-    def _wait(self, which: list[int], timeout: float, what: str) -> None:
-        """Collect one reply from each worker in `which`; a dead, failing or silent worker raises."""
-        pending = {self._procs[k].stdout.fileno(): k for k in which}
-        errors: list[str] = []
-        deadline = time.monotonic() + timeout
-        while pending:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select(list(pending), [], [], max(0.0, left))
-            if not ready:
-                self._fail(
-                    f"simulator workers {sorted(pending.values())} did not answer '{what}' within "
-                    f"{timeout:.0f} s; the machine may be overloaded: lower sim.num_envs/num_workers"
-                )
-            for fd in ready:
-                k = pending.pop(fd)
-                try:
-                    reply = read_exact(fd, 1)
-                    if reply == REPLY_ERR:
-                        (n,) = struct.unpack("<I", read_exact(fd, 4))
-                        errors.append(
-                            f"worker {k}: " + read_exact(fd, n).decode(errors="replace").splitlines()[0]
-                        )
-                    elif reply != REPLY_OK:
-                        errors.append(f"worker {k}: protocol error ({reply!r})")
-                except EOFError:
-                    code = (
-                        self._procs[k].wait(timeout=5)
-                        if self._procs[k].poll() is None
-                        else self._procs[k].poll()
-                    )
-                    errors.append(f"worker {k} died (exit code {code})")
-        if errors:
-            self._fail(
-                f"simulator {what} failed: {'; '.join(errors)} (run with sim.num_workers=0 to debug "
-                "in-process)"
-            )
-
-    def _command(self, cmd: bytes, which: list[int] | None = None) -> None:
+    # ------------------------------------------------------------------- commands
+    def _send(self, cmd: bytes, which: list[int] | None = None) -> None:
+        """Run `cmd` in-process, or send it to the workers (collect with _collect)."""
         if self._closed:
             raise SimulationError("the simulator is closed; create a new one with make_sim()")
         if self._group is not None:
             if cmd == CMD_STEP:
                 self._group.step()
-            else:
+            elif cmd == CMD_RESET:
                 self._group.reset(self._np["reset_in"])
+            elif cmd == CMD_SEED:
+                self._group.reseed(int(self._np["seed_in"][0]))
             return
-        ks = list(range(len(self._procs))) if which is None else which
-        for k in ks:
-            try:
-                write_all(self._procs[k].stdin.fileno(), cmd)
-            except OSError:
-                self._fail(
-                    f"simulator worker {k} is gone (exit code {self._procs[k].poll()}); "
-                    "create a new simulator"
-                )
+        assert self._pool is not None
         try:
-            self._wait(ks, STEP_TIMEOUT, {CMD_STEP: "step", CMD_RESET: "reset"}.get(cmd, "command"))
+            self._pool.send(cmd, which)
+        except BaseException:
+            self.close()
+            raise
+
+    def _collect(self) -> None:
+        if self._pool is None:
+            return
+        try:
+            self._pool.wait()
         except BaseException:
             # Ctrl-C (or any error) mid-command leaves replies in flight: this simulator is unusable now.
             self.close()
             raise
 
+    def _idle(self, what: str) -> None:
+        if self._closed:
+            raise SimulationError("the simulator is closed; create a new one with make_sim()")
+        if self._stepping:
+            raise SimulationError(f"{what} while a step is in flight: call step_wait() first")
+
     # ------------------------------------------------------------------- API
     def _make_batch(self) -> SimBatch:
+        """Torch views of the shared buffers (every SimBatch field is a buffer, joint_vel a view of qvel)."""
         t = {k: torch.from_numpy(v) for k, v in self._np.items()}
-        return SimBatch(
-            obs=t["obs"],
-            rgb=t["rgb"],
-            mask=t["mask"],
-            terminated=t["terminated"],
-            truncated=t["truncated"],
-            t=t["t"],
-            qpos=t["qpos"],
-            qvel=t["qvel"],
-            joint_vel=t["qvel"][:, 6:],
-            torque=t["torque"],
-            action=t["action"],
-            prev_action=t["prev_action"],
-            foot_contact=t["foot_contact"],
-            foot_vel_xy=t["foot_vel_xy"],
-            torso_up_z=t["torso_up_z"],
-            root_pos=t["root_pos"],
-            root_lin_vel=t["root_lin_vel"],
-            nonfinite=t["nonfinite"],
-        )
+        names = [f.name for f in fields(SimBatch) if f.name != "joint_vel"]
+        return SimBatch(joint_vel=t["qvel"][:, 6:], **{name: t[name] for name in names})
 
     def _finish(self) -> SimBatch:
         b = self._np
-        if self.horizon is None:
-            b["truncated"][:] = False
-            b["obs"][:, -1] = 0.0
-        else:
-            b["truncated"][:] = b["t"] >= self.horizon
-            b["obs"][:, -1] = b["t"] / float(self.horizon)
+        task.apply_time(b["obs"], b["truncated"], b["t"], self.horizon)
         if self.device.type == "cpu":
             return self._batch
         return self._batch.to(self.device)
@@ -295,61 +170,69 @@ class MujocoSim:
             raise SimulationError(f"horizon must be >= 1 control steps, got {horizon}")
         self.horizon = None if horizon is None else int(horizon)
 
+    def seed(self, seed: int) -> None:
+        """Reseed every env's reset-noise generator with (seed, env index)."""
+        self._idle("seed()")
+        self._seed = int(seed)
+        self._np["seed_in"][0] = self._seed
+        self._send(CMD_SEED)
+        self._collect()
+
+    def set_render(self, rgb: bool) -> None:
+        """rgb=False: no colour pass (batch.rgb stays all zero); the mask is always rendered."""
+        self._idle("set_render()")
+        self._np["skip_rgb_in"][0] = not rgb
+        if not rgb:
+            self._np["rgb"][:] = 0
+
     def reset(self, env_ids: torch.Tensor | None = None) -> SimBatch:
         """Reset all envs (None) or the given env indices (int tensor, or bool mask [N])."""
+        self._idle("reset()")
         flags = self._np["reset_in"]
-        if env_ids is None:
-            flags[:] = True
-        else:
-            ids = torch.as_tensor(env_ids).detach().cpu()
-            flags[:] = False
-            if ids.dtype == torch.bool:
-                if ids.shape != (self.num_envs,):
-                    raise SimulationError(
-                        f"reset mask must have shape ({self.num_envs},), got {tuple(ids.shape)}"
-                    )
-                flags[:] = ids.numpy()
-            else:
-                idx = ids.long().reshape(-1).numpy()
-                if idx.size and (idx.min() < 0 or idx.max() >= self.num_envs):
-                    raise SimulationError(f"env_ids must be in [0, {self.num_envs}), got {idx.tolist()}")
-                flags[idx] = True
+        flags[:] = task.reset_rows(env_ids, self.num_envs)
         if not flags.any():
             return self._finish()
         which = None
-        if self._group is None:
-            which = [k for k, (a, b) in enumerate(self._slices) if flags[a:b].any()]
-        self._command(CMD_RESET, which)
+        if self._pool is not None:
+            which = [k for k, (a, b) in enumerate(self._pool.slices) if flags[a:b].any()]
+        self._send(CMD_RESET, which)
+        self._collect()
         self._np["t"][flags] = 0
+        return self._finish()
+
+    def step_async(self, action: torch.Tensor) -> None:
+        """Start one control step of action [N, action_dim] in [-1, 1] (clipped); the workers run it."""
+        self._idle("step_async()")
+        a = task.check_action(action, self.num_envs, self.action_dim)
+        self._np["action_in"][:] = a.cpu().numpy()
+        self._send(CMD_STEP)
+        self._stepping = True
+
+    def step_wait(self) -> SimBatch:
+        """Wait for the step started by step_async() and return its batch."""
+        if not self._stepping:
+            raise SimulationError("step_wait() without step_async()")
+        self._stepping = False
+        self._collect()
+        self._np["t"] += 1
         return self._finish()
 
     def step(self, action: torch.Tensor) -> SimBatch:
         """Apply action [N, action_dim] in [-1, 1] (clipped) for one control step and render."""
-        a = torch.as_tensor(action).detach()
-        if tuple(a.shape) != (self.num_envs, self.action_dim):
-            raise SimulationError(
-                f"action must have shape ({self.num_envs}, {self.action_dim}), got {tuple(a.shape)}"
-            )
-        a = a.to("cpu", torch.float32)
-        if not torch.isfinite(a).all():
-            raise SimulationError(
-                "the action contains NaN or inf; check the policy's outputs (and its inputs)"
-            )
-        self._np["action_in"][:] = a.numpy()
-        self._command(CMD_STEP)
-        self._np["t"] += 1
-        return self._finish()
+        self.step_async(action)
+        return self.step_wait()
 
     def close(self) -> None:
         """Stop workers and free renderers; safe to call twice."""
         if self._closed:
             return
         self._closed = True
+        self._stepping = False
         if self._group is not None:
             self._group.close()
             self._group = None
-        if self._finalizer is not None:
-            self._finalizer()  # runs _shutdown once
+        if self._pool is not None:
+            self._pool.close()
 
     def __enter__(self) -> MujocoSim:
         return self
@@ -362,6 +245,13 @@ class MujocoSim:
             self.close()
         except Exception:
             pass
+
+
+@SIMS.register("mujoco")
+def _make_mujoco(
+    spec: RobotSpec, sim_cfg: SimConfig, *, num_envs: int | None, horizon: int | None, seed: int
+) -> MujocoSim:
+    return MujocoSim(spec, sim_cfg, num_envs=num_envs, horizon=horizon, seed=seed)
 
 
 __all__ = ["MujocoSim", "buffer_layout"]

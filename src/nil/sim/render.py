@@ -20,7 +20,7 @@ from nil.robots.spec import RobotSpec
 
 
 def _check_gl_platform() -> None:
-    """Fail clearly when mujoco was imported (choosing GLFW) before nil could pick EGL on a headless machine."""
+    """Fail clearly when mujoco was imported (choosing GLFW) before nil could pick EGL (headless)."""
     cls = mujoco.GLContext
     if "glfw" in getattr(cls, "__module__", "") and not os.environ.get("DISPLAY"):
         raise RobotError(
@@ -73,6 +73,7 @@ class RobotRenderer:
         self._root = spec.root_id(model)
         self._is_robot_geom = spec.robot_geom_mask(model)
         self._lookat_z = float(cam.lookat_z)
+        self._lookat_offset = np.asarray(cam.lookat_offset, dtype=np.float64)
         # scratch buffers (GL rows are bottom-up; we flip on the copy out)
         self._rgb_buf = np.empty((self.height, self.width, 3), np.uint8)
         self._seg_buf = np.empty((self.height, self.width, 3), np.uint8)
@@ -85,13 +86,14 @@ class RobotRenderer:
         p = data.xpos[self._root]
         if not np.all(np.isfinite(p)):
             p = np.zeros(3)
-        self._cam.lookat[:] = (p[0], p[1], p[2] + self._lookat_z)
+        o = self._lookat_offset
+        self._cam.lookat[:] = (p[0] + o[0], p[1] + o[1], p[2] + self._lookat_z + o[2])
         mujoco.mjv_updateScene(
             self.model, data, self._opt, None, self._cam, mujoco.mjtCatBit.mjCAT_ALL, self._scene
         )
 
     def _segment_lut(self) -> np.ndarray:
-        """bool[ngeom_scene + 1]: segid -> robot pixel (index 0 = background). Cached while the scene layout holds."""
+        """bool[ngeom_scene + 1]: segid -> robot pixel (0 = background); cached while the layout holds."""
         n = self._scene.ngeom
         if self._lut is not None and n == self._lut_ngeom:
             return self._lut
@@ -111,8 +113,8 @@ class RobotRenderer:
     def render_into(
         self, data: mujoco.MjData, rgb_out: np.ndarray | None, mask_out: np.ndarray | None
     ) -> None:
-        """Render into preallocated arrays (rgb_out [H,W,3] uint8, mask_out [H,W] bool); either may be None."""
-        if self._ctx is None:
+        """Render into preallocated rgb_out [H,W,3] uint8 and mask_out [H,W] bool; either may be None."""
+        if self._ctx is None or self._gl is None:
             raise RuntimeError("RobotRenderer is closed")
         self._gl.make_current()
         # re-bind our offscreen buffer every time: creating another MjrContext in this process leaves
@@ -142,6 +144,20 @@ class RobotRenderer:
             lut = self._segment_lut()
             np.clip(segid, 0, lut.size - 1, out=segid)
             np.take(lut, segid[::-1], out=mask_out)
+
+    def set_camera(
+        self,
+        *,
+        distance: float,
+        azimuth: float,
+        elevation: float,
+        fovy: float,
+        lookat_offset: tuple[float, float, float] | np.ndarray = (0.0, 0.0, 0.0),
+    ) -> None:
+        """Move the tracking camera (the camera fit renders many candidate cameras with one context)."""
+        self._cam.distance, self._cam.azimuth, self._cam.elevation = distance, azimuth, elevation
+        self._lookat_offset = np.asarray(lookat_offset, dtype=np.float64)
+        self.model.vis.global_.fovy = float(fovy)  # the free camera's field of view is the model's
 
     def render(self, data: mujoco.MjData) -> tuple[np.ndarray, np.ndarray]:
         """(rgb [H,W,3] uint8, mask [H,W] bool, True on robot pixels) of the current state."""

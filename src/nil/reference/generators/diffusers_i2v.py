@@ -4,7 +4,10 @@ Loads CogVideoX-I2V (default THUDM/CogVideoX-5b-I2V), Wan 2.x I2V, LTX-Video or 
 Diffusion by hub id or local folder (a `save_pretrained` pipeline). The family comes from
 model_index.json's `_class_name` unless `generator.family` names it. e0 is letterboxed (padded with
 the background colour) into the model's input size and the output is cropped back and resized to
-the render size. A missing model, no network or no GPU for a multi-GB model fails fast with a
+the render size. A model trained with learned positional embeddings (CogVideoX-5b-I2V: 480x720, 49
+frames) runs only at its trained size and length: unset values are pinned to them, other values are
+refused. `generator.guidance` unset takes the family's default (CogVideoX 6, Wan 5, LTX 3, SVD 3).
+A missing model, no network or no GPU for a multi-GB model fails fast with a
 GeneratorError that names the model and the alternatives; nothing waits on the network silently.
 """
 
@@ -17,18 +20,18 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from nil.compat import hide_broken_torchvision
 from nil.errors import GeneratorError
 from nil.io import sha256_json
-from nil.reference.generators.base import register_generator
+from nil.reference.generators.base import GENERATORS, GeneratorResult
 from nil.reference.video import Video
 
 if TYPE_CHECKING:
-    from nil.config import GeneratorConfig, SkillConfig
+    from nil.config import DiffusersGeneratorConfig, SkillConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +49,16 @@ class Family:
     frame_step: int  # valid lengths are frame_step * k + 1
     multiple: int  # height and width must be multiples of this
     area: int  # default input pixel count (height x width) when the family has no fixed size
+    guidance: float  # default guidance scale (SVD: the max of its frame-wise ramp)
     uses_prompt: bool = True
 
 
 FAMILIES: dict[str, Family] = {
-    "cogvideox": Family("cogvideox", "CogVideoXImageToVideoPipeline", 8.0, 49, 4, 16, 480 * 720),
-    "wan": Family("wan", "WanImageToVideoPipeline", 16.0, 81, 4, 16, 480 * 832),
-    "ltx": Family("ltx", "LTXImageToVideoPipeline", 25.0, 121, 8, 32, 512 * 704),
-    "svd": Family("svd", "StableVideoDiffusionPipeline", 7.0, 25, 1, 64, 576 * 1024, uses_prompt=False),
+    # guidance: the model cards' / diffusers examples' values; higher saturates LTX and SVD frames
+    "cogvideox": Family("cogvideox", "CogVideoXImageToVideoPipeline", 8.0, 49, 4, 16, 480 * 720, 6.0),
+    "wan": Family("wan", "WanImageToVideoPipeline", 16.0, 81, 4, 16, 480 * 832, 5.0),
+    "ltx": Family("ltx", "LTXImageToVideoPipeline", 25.0, 121, 8, 32, 512 * 704, 3.0),
+    "svd": Family("svd", "StableVideoDiffusionPipeline", 7.0, 25, 1, 64, 576 * 1024, 3.0, uses_prompt=False),
 }
 _CLASS_HINTS = (("CogVideoX", "cogvideox"), ("Wan", "wan"), ("LTX", "ltx"), ("StableVideoDiffusion", "svd"))
 _OPTIONS = (
@@ -73,6 +78,41 @@ def family_from_class(class_name: str) -> str | None:
 def snap_frames(n: int, step: int) -> int:
     """The smallest valid length step*k+1 that is >= n."""
     return n if step <= 1 else int(math.ceil((n - 1) / step)) * step + 1
+
+
+@dataclass(frozen=True)
+class FixedGeometry:
+    """The only input size and length a model runs at (learned positional embeddings)."""
+
+    height: int
+    width: int
+    num_frames: int
+
+
+def component_config(source: str | Path, component: str) -> dict[str, Any]:
+    """<pipeline folder>/<component>/config.json as a dict ({} when absent or unreadable)."""
+    f = Path(source) / component / "config.json"
+    try:
+        data = json.loads(f.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def cogvideox_trained_geometry(source: str | Path) -> tuple[FixedGeometry | None, bool]:
+    """(trained height/width/frames from the transformer and VAE configs, whether they are fixed).
+
+    Fixed when the transformer uses learned positional embeddings (CogVideoX-5b-I2V): diffusers refuses
+    another size, and another length silently replaces the learned table by a sin-cos one.
+    """
+    tc, vc = component_config(source, "transformer"), component_config(source, "vae")
+    if not tc or "sample_height" not in tc or "sample_width" not in tc:
+        return None, False
+    s = 2 ** (len(vc.get("block_out_channels", (0, 0, 0, 0))) - 1)  # diffusers' vae_scale_factor_spatial
+    geo = FixedGeometry(
+        int(tc["sample_height"]) * s, int(tc["sample_width"]) * s, int(tc.get("sample_frames", 49))
+    )
+    return geo, bool(tc.get("use_learned_positional_embeddings", False))
 
 
 def fit_size(aspect: float, area: int, multiple: int) -> tuple[int, int]:
@@ -265,11 +305,11 @@ class DiffusersI2VGenerator:
     name = "diffusers"
     synthetic = False
 
-    def __init__(self, cfg: GeneratorConfig, background: tuple[int, int, int] = (255, 255, 255)) -> None:
+    def __init__(
+        self, cfg: DiffusersGeneratorConfig, background: tuple[int, int, int] = (255, 255, 255)
+    ) -> None:
         self.cfg = cfg
-        self.background = tuple(int(c) for c in background)
-        self.info: dict[str, Any] = {}
-        self.teacher = None
+        self.background = (int(background[0]), int(background[1]), int(background[2]))
         self._resolved: ResolvedModel | None = None
         self._pipe = None
         self._family: Family | None = None
@@ -316,6 +356,18 @@ class DiffusersI2VGenerator:
                 self._family = FAMILIES[fam]
         return self._family
 
+    def guidance(self) -> float:
+        """generator.guidance, or the family's default when unset."""
+        g = self.cfg.guidance
+        return float(self.family().guidance if g is None else g)
+
+    def fixed_geometry(self) -> FixedGeometry | None:
+        """The one size and length this model runs at, when it has one (else None)."""
+        if self.family().name != "cogvideox":
+            return None
+        geo, fixed = cogvideox_trained_geometry(self.resolve().source)
+        return geo if fixed else None
+
     def cache_params(self) -> dict[str, Any]:
         """Model id, revision (hub commit or local fingerprint), family and every sampling option."""
         r = self.resolve()
@@ -325,7 +377,7 @@ class DiffusersI2VGenerator:
             "revision": r.revision,
             "family": self.family().name,
             "steps": c.steps,
-            "guidance": c.guidance,
+            "guidance": self.guidance(),
             "negative_prompt": c.negative_prompt,
             "dtype": c.dtype,
             "height": c.height,
@@ -378,18 +430,40 @@ class DiffusersI2VGenerator:
         return pipe
 
     def input_size(self, render_hw: tuple[int, int]) -> tuple[int, int]:
-        """(height, width) the model is run at."""
+        """(height, width) the model runs at; GeneratorError when it cannot run at the size asked for."""
         fam = self.family()
         c = self.cfg
+        fixed = self.fixed_geometry()
+        if fixed is not None:
+            if (c.height or c.width) and (c.height, c.width) != (fixed.height, fixed.width):
+                raise GeneratorError(
+                    f"generator.height/width {c.height}x{c.width}: {c.model_id} runs only at "
+                    f"{fixed.height}x{fixed.width} (learned positional embeddings); unset generator.height "
+                    f"and generator.width, or set them to {fixed.height} and {fixed.width}"
+                )
+            return fixed.height, fixed.width
         if c.height and c.width:
             m = fam.multiple
             return max(m, c.height // m * m), max(m, c.width // m * m)
         if fam.name == "cogvideox":  # CogVideoX is trained at one size, stated in its transformer config
-            pipe = self._load()
-            tc = pipe.transformer.config
-            s = pipe.vae_scale_factor_spatial
-            return int(tc.sample_height * s), int(tc.sample_width * s)
+            geo, _ = cogvideox_trained_geometry(self.resolve().source)
+            if geo is not None:
+                return geo.height, geo.width
         return fit_size(render_hw[1] / render_hw[0], fam.area, fam.multiple)
+
+    def num_frames(self, requested: int | None) -> int:
+        """The length the model makes for `requested` frames (None: the family's native length)."""
+        fam = self.family()
+        fixed = self.fixed_geometry()
+        if fixed is not None:
+            if requested is not None and int(requested) != fixed.num_frames:
+                raise GeneratorError(
+                    f"generator.num_frames={requested}: {self.cfg.model_id} makes exactly {fixed.num_frames} "
+                    f"frames (learned positional embeddings); unset generator.num_frames or set it to "
+                    f"{fixed.num_frames} (retiming brings the video to the control rate)"
+                )
+            return fixed.num_frames
+        return snap_frames(int(requested or fam.num_frames), fam.frame_step)
 
     # -- generation ---------------------------------------------------------------------------------
     def generate(
@@ -400,17 +474,18 @@ class DiffusersI2VGenerator:
         num_frames: int | None = None,
         fps: float | None = None,
         seed: int = 0,
-    ) -> Video:
+    ) -> GeneratorResult:
         """Run the pipeline on e0 (letterboxed to the model size); frames come back at e0's size."""
         import torch
         from PIL import Image
 
         fam = self.family()
-        pipe = self._load()
         render_hw = frame0.shape[:2]
-        H, W = self.input_size(render_hw)
+        H, W = self.input_size(render_hw)  # size and length are checked before any weights load
         n_req = int(num_frames or fam.num_frames)
-        n = snap_frames(n_req, fam.frame_step)
+        n = self.num_frames(num_frames)
+        guidance = self.guidance()
+        pipe = self._load()
         fps = float(fps or fam.fps)
         img, box = letterbox(frame0, (H, W), self.background)
         gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -424,11 +499,11 @@ class DiffusersI2VGenerator:
             output_type="np",
         )
         if fam.uses_prompt:
-            kwargs.update(prompt=prompt, guidance_scale=self.cfg.guidance)
+            kwargs.update(prompt=prompt, guidance_scale=guidance)
             if self.cfg.negative_prompt:
                 kwargs["negative_prompt"] = self.cfg.negative_prompt
         else:  # SVD is image-only; guidance ramps from 1 to generator.guidance over the frames
-            kwargs.update(max_guidance_scale=max(1.0, self.cfg.guidance), fps=int(round(fps)))
+            kwargs.update(max_guidance_scale=max(1.0, guidance), fps=int(round(fps)))
         if fam.name == "ltx":
             kwargs["frame_rate"] = int(round(fps))
         out = self._run(pipe, kwargs)
@@ -438,7 +513,7 @@ class DiffusersI2VGenerator:
             t, lft, h, w = box
             box = (int(t * sy), int(lft * sx), max(1, int(h * sy)), max(1, int(w * sx)))
         frames = unletterbox(frames, box, render_hw)
-        self.info = {
+        info = {
             "model_id": self.cfg.model_id,
             "revision": self._resolved.revision if self._resolved else None,
             "family": fam.name,
@@ -446,7 +521,8 @@ class DiffusersI2VGenerator:
             "device": self._device_name,
             "dtype": str(self._dtype).replace("torch.", ""),
             "steps": self.cfg.steps,
-            "guidance": self.cfg.guidance,
+            "guidance": guidance,
+            "guidance_source": "family default" if self.cfg.guidance is None else "generator.guidance",
             "negative_prompt": self.cfg.negative_prompt,
             "model_input_size": [H, W],
             "letterbox": list(box),
@@ -456,8 +532,9 @@ class DiffusersI2VGenerator:
             "cpu_offload": self.cfg.cpu_offload,
             "vae_tiling": self.cfg.vae_tiling,
             "weights_gb": round(self._resolved.size_gb, 3) if self._resolved else None,
+            "fixed_geometry": self.fixed_geometry() is not None,
         }
-        return Video(np.ascontiguousarray(frames), fps)
+        return GeneratorResult(Video(np.ascontiguousarray(frames), fps), info)
 
     def _run(self, pipe, kwargs: dict[str, Any]):
         import torch
@@ -500,6 +577,8 @@ class DiffusersI2VGenerator:
         return frames
 
 
-@register_generator("diffusers")
+@GENERATORS.register("diffusers")
 def _make_diffusers(cfg: SkillConfig) -> DiffusersI2VGenerator:
-    return DiffusersI2VGenerator(cfg.generator, background=cfg.camera.background)
+    return DiffusersI2VGenerator(
+        cast("DiffusersGeneratorConfig", cfg.generator), background=cfg.camera.background
+    )

@@ -10,8 +10,8 @@ import numpy as np
 
 from nil.errors import ConfigError, VideoError
 from nil.io import sha256_file
-from nil.reference.generators.base import register_generator
-from nil.reference.video import Video, read_video
+from nil.reference.generators.base import GENERATORS, GeneratorResult
+from nil.reference.video import Video, frame_times, read_video, to_constant_rate
 
 if TYPE_CHECKING:
     from nil.config import SkillConfig
@@ -64,8 +64,6 @@ class FileGenerator:
         self.path = Path(path).expanduser()
         if not self.path.is_file():
             raise VideoError(f"generator.path: video file not found: {self.path}")
-        self.info: dict[str, Any] = {}
-        self.teacher = None
         self.first_mask: np.ndarray | None = None  # e0's robot mask, set by the bundle when known
         self._sha: str | None = None
 
@@ -75,18 +73,31 @@ class FileGenerator:
             self._sha = sha256_file(self.path)
         return {"path": str(self.path.resolve()), "file_sha256": self._sha}
 
-    def generate(self, frame0: np.ndarray, prompt: str, *, num_frames: int, fps: float, seed: int) -> Video:
+    def generate(
+        self, frame0: np.ndarray, prompt: str, *, num_frames: int | None, fps: float | None, seed: int
+    ) -> GeneratorResult:
         """The file's frames (all of them, at the file's own fps; num_frames/fps/seed do not apply)."""
+        from nil.reference.framing import conform
+
         video = read_video(self.path)
-        src_hw = video.hw
-        frames = resize_to(video.frames, frame0.shape[:2])
+        src_hw, src_fps = video.hw, video.fps
+        times = frame_times(self.path)
+        variable = False
+        if times is not None:
+            frames, rate, variable = to_constant_rate(video.frames, times)
+        if variable:
+            video = Video(frames, rate)
+        frames, framing = conform(video.frames, frame0.shape[:2])
         mad = first_frame_distance(frames[0], frame0, self.first_mask)
         far = mad > FIRST_FRAME_WARN_MAD
-        self.info = {
+        info: dict[str, Any] = {
             "path": str(self.path.resolve()),
             "file_sha256": self.cache_params()["file_sha256"],
             "source_size": list(src_hw),
-            "source_fps": video.fps,
+            "source_fps": src_fps,
+            "source_variable_rate": variable,
+            "fps": video.fps,
+            "framing": framing.as_dict(),
             "first_frame_mad": round(mad, 2),
             "first_frame_far_from_e0": far,
         }
@@ -97,10 +108,12 @@ class FileGenerator:
                 "or check the robot/camera"
             )
             log.warning(msg)
-            self.info["warning"] = msg
-        return Video(np.ascontiguousarray(frames), video.fps)
+            info["warning"] = msg
+        return GeneratorResult(Video(np.ascontiguousarray(frames), video.fps), info)
 
 
-@register_generator("file")
+@GENERATORS.register("file")
 def _make_file(cfg: SkillConfig) -> FileGenerator:
-    return FileGenerator(cfg.generator.path)
+    from nil.config import FileGeneratorConfig
+
+    return FileGenerator(cfg.generator.as_variant(FileGeneratorConfig).path)

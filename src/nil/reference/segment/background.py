@@ -11,10 +11,12 @@ Not for tracking-camera videos (the floor moves): use "flow" or "sam2" there.
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
-from nil.reference.segment.base import ProgressFn, check_first_mask
+from nil.reference.segment.base import SEGMENTERS, ProgressFn, check_first_mask
 from nil.reference.video import Video
 
 
@@ -75,3 +77,9 @@ class BackgroundSegmenter:
             if report and self.progress is not None:
                 self.progress(t + 1, T)
         return out
+
+
+@SEGMENTERS.register("background")
+def _make_background(cfg: Any, progress: ProgressFn | None = None) -> BackgroundSegmenter:
+    threshold = getattr(cfg.segmenter, "background_threshold", 30)
+    return BackgroundSegmenter(threshold=threshold, progress=progress)

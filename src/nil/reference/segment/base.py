@@ -16,6 +16,7 @@ import numpy as np
 
 from nil.errors import SegmentationError
 from nil.reference.video import Video
+from nil.registry import Registry
 
 ProgressFn = Callable[[int, int], None]  # (frames done, total)
 
@@ -27,8 +28,20 @@ class Segmenter(Protocol):
     name: str  # "sam2" | "flow" | "background"
 
     def segment(self, video: Video, first_mask: np.ndarray) -> np.ndarray:
-        """[T,H,W] bool masks (True = robot) at the video's resolution; frame 0 is prompted with first_mask."""
+        """[T,H,W] bool masks (True = robot) at the video's resolution; frame 0 prompted with first_mask."""
         ...
+
+
+# A factory builds a segmenter from (skill config, progress callback or None).
+SegmenterFactory = Callable[..., "Segmenter"]
+SEGMENTERS: Registry[SegmenterFactory] = Registry(
+    "segmenter.name",
+    lazy={
+        "sam2": "nil.reference.segment.sam2",
+        "flow": "nil.reference.segment.flow",
+        "background": "nil.reference.segment.background",
+    },
+)
 
 
 def check_first_mask(video: Video, first_mask: np.ndarray) -> np.ndarray:

@@ -20,12 +20,13 @@ Frame 0's output is the prompt mask itself. Measured quality and speed: docs/ben
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from nil.reference.segment.base import ProgressFn, check_first_mask
+from nil.reference.segment.base import SEGMENTERS, ProgressFn, check_first_mask
 from nil.reference.video import Video
 
 
@@ -100,7 +101,7 @@ class FlowSegmenter:
         frames = video.frames
         T, H, W = video.num_frames, *video.hw
         gy, gx = np.mgrid[0:H, 0:W].astype(np.float32)
-        dis = cv2.DISOpticalFlow_create(self.params.flow_preset)
+        dis = cv2.DISOpticalFlow_create(self.params.flow_preset)  # type: ignore[attr-defined]
         anchor_hist = self._hist(self._bin_index(frames[0]), m0)
         out = np.zeros((T, H, W), bool)
         out[0] = m0
@@ -124,3 +125,8 @@ class FlowSegmenter:
             if self.progress is not None:
                 self.progress(t + 1, T)
         return out
+
+
+@SEGMENTERS.register("flow")
+def _make_flow(cfg: Any, progress: ProgressFn | None = None) -> FlowSegmenter:
+    return FlowSegmenter(progress=progress)

@@ -26,7 +26,7 @@ import numpy as np
 
 from nil.compat import hide_broken_torchvision
 from nil.errors import SegmentationError
-from nil.reference.segment.base import ProgressFn, check_first_mask
+from nil.reference.segment.base import SEGMENTERS, ProgressFn, check_first_mask
 from nil.reference.video import Video
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class LiteSam2Processor:
 
     @classmethod
     def from_model_dir(cls, source: str, model_config: Any) -> LiteSam2Processor:
-        """Read size/mean/std from the saved processor config when there is one, else the model's image size."""
+        """Size/mean/std from the saved processor config when there is one, else the model's image size."""
         size = int(getattr(model_config, "image_size", 1024))
         mean, std, rescale = IMAGENET_MEAN, IMAGENET_STD, 1 / 255
         for name in ("video_preprocessor_config.json", "preprocessor_config.json", "processor_config.json"):
@@ -105,7 +105,9 @@ class LiteSam2Processor:
                 continue
             d = d.get("video_processor", d)
             s = d.get("size") or {}
-            size = int(s.get("height", s.get("longest_edge", size))) if isinstance(s, dict) else int(s)
+            size = (
+                int(s.get("height", s.get("longest_edge", size)) or size) if isinstance(s, dict) else int(s)
+            )
             mean = tuple(d.get("image_mean", mean))
             std = tuple(d.get("image_std", std))
             rescale = float(d.get("rescale_factor", rescale))
@@ -176,6 +178,35 @@ class LiteSam2Processor:
         inference_session.obj_with_new_inputs = [obj_ids]
         return inference_session
 
+    def add_box_and_point(
+        self,
+        inference_session: Any,
+        frame_idx: int,
+        obj_ids: int,
+        box: tuple[int, int, int, int],
+        point: tuple[int, int],
+        hw: tuple[int, int],
+    ) -> Any:
+        """A box (x0, y0, x1, y1) and a positive point (x, y) in frame pixels, scaled to the model input."""
+        import torch
+
+        H, W = hw
+        sx, sy = self.target_size / W, self.target_size / H
+        coords = [[box[0] * sx, box[1] * sy], [box[2] * sx, box[3] * sy], [point[0] * sx, point[1] * sy]]
+        obj_idx = inference_session.obj_id_to_idx(obj_ids)
+        dev = inference_session.inference_device
+        inference_session.add_point_inputs(
+            obj_idx,
+            frame_idx,
+            {
+                "point_coords": torch.tensor(coords, dtype=torch.float32, device=dev)[None, None],
+                "point_labels": torch.tensor([2, 3, 1], dtype=torch.int32, device=dev)[None, None],
+            },
+        )
+        inference_session.remove_mask_inputs(obj_idx, frame_idx)
+        inference_session.obj_with_new_inputs = [obj_ids]
+        return inference_session
+
     def post_process_masks(
         self,
         masks: list[Any],
@@ -236,7 +267,7 @@ class Sam2Segmenter:
         self.processor_kind = ""
 
     def load(self) -> None:
-        """Load the model (and its processor) once; SegmentationError naming the model id if it is not there."""
+        """Load the model (and its processor) once; SegmentationError naming the model id if absent."""
         if self.model is not None:
             return
         hide_broken_torchvision()
@@ -250,14 +281,15 @@ class Sam2Segmenter:
         self.dtype = resolve_dtype(self.dtype_name, self.device)
         local = Path(self.model_id).expanduser().is_dir()
         try:
-            model = Sam2VideoModel.from_pretrained(self.model_id, local_files_only=local or None)
+            model = Sam2VideoModel.from_pretrained(self.model_id, local_files_only=local or None)  # type: ignore[arg-type]
         except (OSError, ValueError) as e:
             raise SegmentationError(
                 f"cannot load SAM2 weights {self.model_id!r} ({str(e).splitlines()[0][:200]}): download them "
-                f"(`huggingface-cli download {self.model_id}`), set segmenter.model_id to a local folder, or use "
+                f"(`huggingface-cli download {self.model_id}`), set segmenter.model_id to a local folder, "
+                "or use "
                 "segmenter.name: flow (offline fallback)"
             ) from None
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.model = model.to(device=self.device, dtype=self.dtype).eval()  # type: ignore[call-arg]
         self.processor, self.processor_kind = self._load_processor()
 
     def _load_processor(self) -> tuple[Any, str]:
@@ -279,7 +311,12 @@ class Sam2Segmenter:
             "chunk_size": self.chunk_size,
         }
 
-    def _run_chunk(self, frames: np.ndarray, prompt: np.ndarray) -> np.ndarray:
+    def _run_chunk(
+        self,
+        frames: np.ndarray,
+        prompt: np.ndarray | None,
+        box_point: tuple[tuple[int, int, int, int], tuple[int, int]] | None = None,
+    ) -> np.ndarray:
         import torch
 
         H, W = frames.shape[1:3]
@@ -289,9 +326,22 @@ class Sam2Segmenter:
             video_storage_device=self.device,
             dtype=self.dtype,
         )
-        self.processor.add_inputs_to_inference_session(
-            inference_session=session, frame_idx=0, obj_ids=_OBJ_ID, input_masks=prompt
-        )
+        if box_point is None:
+            self.processor.add_inputs_to_inference_session(
+                inference_session=session, frame_idx=0, obj_ids=_OBJ_ID, input_masks=prompt
+            )
+        elif isinstance(self.processor, LiteSam2Processor):
+            self.processor.add_box_and_point(session, 0, _OBJ_ID, box_point[0], box_point[1], (H, W))
+        else:
+            box, point = box_point
+            self.processor.add_inputs_to_inference_session(
+                inference_session=session,
+                frame_idx=0,
+                obj_ids=_OBJ_ID,
+                input_points=[[[list(point)]]],
+                input_labels=[[[1]]],
+                input_boxes=[[list(box)]],
+            )
         out = np.zeros((len(frames), H, W), bool)
         seen = np.zeros(len(frames), bool)
         with torch.inference_mode():
@@ -304,6 +354,13 @@ class Sam2Segmenter:
                 f"SAM2 returned {int(seen.sum())} of {len(frames)} frames (report this as a bug)"
             )
         return out
+
+    def segment_image(
+        self, frame: np.ndarray, *, box: tuple[int, int, int, int], point: tuple[int, int]
+    ) -> np.ndarray:
+        """[H,W] bool: SAM2 on one frame prompted with a box (x0, y0, x1, y1) and a positive point (x, y)."""
+        self.load()
+        return self._run_chunk(np.asarray(frame)[None], None, (box, point))[0]
 
     def segment(self, video: Video, first_mask: np.ndarray) -> np.ndarray:
         """[T,H,W] bool masks; frame 0 prompted with first_mask, chunks chained by their last mask."""
@@ -327,3 +384,11 @@ class Sam2Segmenter:
                     "segmenter.chunk_size, a bigger SAM2 model, or segmenter.name: flow"
                 )
         return out
+
+
+@SEGMENTERS.register("sam2")
+def _make_sam2(cfg: Any, progress: ProgressFn | None = None) -> Sam2Segmenter:
+    s = cfg.segmenter
+    return Sam2Segmenter(
+        s.model_id, device=s.device, dtype=s.dtype, chunk_size=s.chunk_size, progress=progress
+    )

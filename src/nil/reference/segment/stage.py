@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nil.config import SkillConfig
-from nil.errors import MissingStageError, SegmentationError
+from nil.errors import ConfigError, MissingStageError, SegmentationError
 from nil.io import atomic_save, atomic_write_json, sha256_bytes, sha256_file, sha256_json
 from nil.paths import SkillPaths
 from nil.reference.segment.base import ProgressFn, Segmenter, check_output, resize_masks
@@ -63,26 +63,47 @@ def resolve_segmenter_name(name: str, model_id: str) -> tuple[str, str | None]:
 def make_segmenter(
     cfg: SkillConfig, name: str | None = None, progress: ProgressFn | None = None
 ) -> Segmenter:
-    """Build the segmenter `name` (already resolved) with the skill's segmenter settings."""
-    s = cfg.segmenter
-    name = name or s.name
+    """Build the segmenter `name` (already resolved, or 'auto') from SEGMENTERS with the skill's settings."""
+    from nil.reference.segment.base import SEGMENTERS
+
+    name = name or cfg.segmenter.name
     if name == "auto":
-        name, _ = resolve_segmenter_name(name, s.model_id)
-    if name == "sam2":
-        from nil.reference.segment.sam2 import Sam2Segmenter
+        name, _ = resolve_segmenter_name(name, getattr(cfg.segmenter, "model_id", ""))
+    try:
+        factory = SEGMENTERS.get(name)
+    except ConfigError:
+        raise SegmentationError(
+            f"unknown segmenter {name!r}: use auto or one of {', '.join(SEGMENTERS.names())}"
+        ) from None
+    return factory(cfg, progress)
 
-        return Sam2Segmenter(
-            s.model_id, device=s.device, dtype=s.dtype, chunk_size=s.chunk_size, progress=progress
-        )
-    if name == "flow":
-        from nil.reference.segment.flow import FlowSegmenter
 
-        return FlowSegmenter(progress=progress)
-    if name == "background":
-        from nil.reference.segment.background import BackgroundSegmenter
+def fitted_prompt(fitted: np.ndarray, found: np.ndarray) -> np.ndarray:
+    """The prompt of a calibrated reference: the fitted camera's render of e0 and the robot found in the
+    video's frame 0, each kept only near the other (a few pixels): the render keeps watermarks, shadows and
+    floor lines out, the found robot carries the video's own pose and outline."""
+    import cv2
 
-        return BackgroundSegmenter(threshold=s.background_threshold, progress=progress)
-    raise SegmentationError(f"unknown segmenter {name!r}: use auto, sam2, flow or background")
+    r = max(2, int(round(0.02 * max(fitted.shape))))
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    near_fit = cv2.dilate(fitted.astype(np.uint8), k) > 0
+    near_found = cv2.dilate(found.astype(np.uint8), k) > 0
+    return (fitted & near_found) | (found & near_fit)
+
+
+def independent_frame0(
+    video: Video, seg: Segmenter | None = None
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The robot in the video's frame 0 found without any prompt (SAM2-refined when `seg` is SAM2)."""
+    from nil.errors import NilError
+    from nil.reference.foreground import find_robot
+
+    sam2 = seg if seg is not None and hasattr(seg, "segment_image") else None
+    try:
+        fg = find_robot(video.frames[0], sam2=sam2, strict=False)
+    except NilError as e:
+        return None, {"error": str(e)}
+    return (fg.mask if fg.mask.any() else None), fg.info
 
 
 def _load_video(paths: SkillPaths) -> tuple[Video, str]:
@@ -103,11 +124,17 @@ def _load_video(paths: SkillPaths) -> tuple[Video, str]:
 
 
 def _cache_key(
-    video_sha: str, m0: np.ndarray, cfg: SkillConfig, resolved: str, render_hw: tuple[int, int]
+    video_sha: str,
+    m0: np.ndarray,
+    cfg: SkillConfig,
+    resolved: str,
+    render_hw: tuple[int, int],
+    calibrated: bool = False,
 ) -> str:
     return sha256_json(
         {
             "version": SEGMENT_VERSION,
+            "calibrated_prompt": calibrated,
             "retimed_sha256": video_sha,
             "first_mask_sha256": sha256_bytes(np.packbits(m0).tobytes() + str(m0.shape).encode()),
             "segmenter": cfg.segmenter.model_dump(mode="json"),
@@ -164,7 +191,7 @@ def _record_in_meta(paths: SkillPaths, entry: dict[str, Any]) -> None:
 def segment_reference(
     paths: SkillPaths, cfg: SkillConfig, force: bool = False, progress: ProgressFn | None = None
 ) -> dict[str, Any]:
-    """Segment the retimed reference (cached); writes masks.npz + segment.json and returns segment.json's dict."""
+    """Segment the retimed reference (cached); writes masks.npz and segment.json, returns the latter."""
     console = _console()
     video, video_sha = _load_video(paths)
     m0 = read_first_mask(paths)
@@ -174,8 +201,10 @@ def segment_reference(
             f"{paths.frame0_mask} is {m0.shape} but the camera renders {render_hw} (H,W); "
             f"re-render e0 with `nil generate {paths.root} --force`"
         )
-    resolved, notice = resolve_segmenter_name(cfg.segmenter.name, cfg.segmenter.model_id)
-    key = _cache_key(video_sha, m0, cfg, resolved, render_hw)
+    resolved, notice = resolve_segmenter_name(cfg.segmenter.name, getattr(cfg.segmenter, "model_id", ""))
+    cal = (_read_json(paths.meta) or {}).get("calibration") or {}
+    calibrated = bool(cal) and cfg.camera.model_dump(mode="json") == cal.get("config_after")
+    key = _cache_key(video_sha, m0, cfg, resolved, render_hw, calibrated)
     old = _read_json(paths.segment_meta)
     if not force and old is not None and old.get("cache_key") == key and paths.masks.is_file():
         console.print(f"[green]masks cached[/green] ({old.get('segmenter')}, key {key[:12]}): {paths.masks}")
@@ -189,11 +218,16 @@ def segment_reference(
             f"e0's mask vanishes when resized to the reference's {video.hw}; use a larger "
             "camera or reference resolution"
         )
+    found, found_info = independent_frame0(video, seg)
+    prompt = m0_video
+    if calibrated and found is not None:
+        prompt = fitted_prompt(m0_video, found)
     t0 = time.perf_counter()
-    raw = check_output(seg.segment(video, m0_video), video, resolved)
+    raw = check_output(seg.segment(video, prompt), video, resolved)
     wall = time.perf_counter() - t0
     masks = resize_masks(raw, render_hw)
-    quality = mask_quality(masks, m0, cfg.segmenter, raise_on_failure=False)
+    found_r = None if found is None else resize_masks(found, render_hw)
+    quality = mask_quality(masks, m0, cfg.segmenter, raise_on_failure=False, independent=found_r, force=force)
     info = seg.info() if hasattr(seg, "info") else {}
     record: dict[str, Any] = {
         "stage": "segment",
@@ -207,6 +241,10 @@ def segment_reference(
         "render_hw": list(render_hw),
         "resize_rule": RESIZE_RULE,
         "num_frames": int(masks.shape[0]),
+        "prompt": "fitted camera's e0 mask near the robot found in frame 0"
+        if prompt is not m0_video
+        else "m0",
+        "frame0_found": found_info,
         "quality": quality,
         "wall_time_s": round(wall, 3),
         "frames_per_s": round(video.num_frames / max(wall, 1e-9), 2),
@@ -220,7 +258,7 @@ def segment_reference(
         atomic_write_json(paths.segment_meta, record)
         if paths.masks.is_file():
             paths.masks.unlink()
-        mask_quality(masks, m0, cfg.segmenter, raise_on_failure=True)
+        mask_quality(masks, m0, cfg.segmenter, raise_on_failure=True, independent=found_r, force=force)
     save_masks(paths.masks, masks)
     atomic_write_json(paths.segment_meta, record)
     _record_in_meta(
@@ -230,7 +268,7 @@ def segment_reference(
 
 
 def segment_command(directory: str | Path, force: bool = False) -> dict[str, Any]:
-    """`nil segment DIR`: segment the reference with a progress bar; prints the segmenter, quality and outputs."""
+    """`nil segment DIR`: segment the reference with a progress bar; prints segmenter, quality, outputs."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from nil.config import load_config
