@@ -1,4 +1,4 @@
-"""Work-arounds for broken third-party installs, shared by every layer that loads transformers/diffusers models."""
+"""Work-arounds for broken third-party installs, for every layer that loads transformers/diffusers models."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`nil doctor`: what works on this machine (GL backend, torch device, robots, models in the HF cache, warp)."""
+"""`nil doctor`: what works on this machine (GL backend, torch device, robots, HF-cached models, warp)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One registry pattern for every pluggable part (generators, segmenters, encoders, interpolators, sims, teachers).
+"""One registry pattern for every pluggable part (generator, segmenter, encoder, interpolator, sim, teacher).
 
 A `Registry` maps a name to a factory. Built-in entries whose modules are heavy (diffusers, transformers,
 mujoco-warp) are listed as `lazy` module paths: the module is imported on first use and registers

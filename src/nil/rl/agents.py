@@ -137,24 +137,22 @@ class SACAgent:
             c.actor_depth,
             log_std_min=self.log_std_min,
         ).to(dev)
-        self.critic = Critics(
-            self.net_kind,
-            self.obs_dim,
-            self.action_dim,
-            c.critic_width,
-            c.critic_depth,
-            n_out=self.n_quantiles,
-            layernorm=c.critic_layernorm,
-        ).to(dev)
-        self.critic_target = Critics(
-            self.net_kind,
-            self.obs_dim,
-            self.action_dim,
-            c.critic_width,
-            c.critic_depth,
-            n_out=self.n_quantiles,
-            layernorm=c.critic_layernorm,
-        ).to(dev)
+
+        def critics() -> Critics:
+            return Critics(
+                self.net_kind,
+                self.obs_dim,
+                self.action_dim,
+                c.critic_width,
+                c.critic_depth,
+                n_out=self.n_quantiles,
+                layernorm=c.critic_layernorm,
+            ).to(dev)
+
+        # the target is built (not deep-copied) so that it draws its init from the RNG as it always has:
+        # a seeded run's later draws, and so its results, stay the same
+        self.critic = critics()
+        self.critic_target = critics()
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(c.init_temperature), device=dev, requires_grad=True)

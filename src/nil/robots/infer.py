@@ -1,4 +1,4 @@
-"""Infer a RobotSpec's bodies and camera from a compiled model: floating root, torso, feet, camera distance."""
+"""Infer a RobotSpec's bodies and camera from a compiled model: floating root, torso, feet, view distance."""
 
 from __future__ import annotations
 

@@ -145,10 +145,7 @@ class MujocoSim:
             raise
 
     def _idle(self, what: str) -> None:
-        if self._closed:
-            raise SimulationError("the simulator is closed; create a new one with make_sim()")
-        if self._stepping:
-            raise SimulationError(f"{what} while a step is in flight: call step_wait() first")
+        task.check_idle(self._closed, self._stepping, what)
 
     # ------------------------------------------------------------------- API
     def _make_batch(self) -> SimBatch:

@@ -352,6 +352,16 @@ def num_envs(requested: int | None, configured: int) -> int:
     return n
 
 
+def check_idle(closed: bool, stepping: bool, what: str) -> None:
+    """SimulationError when `what` (a call) reaches a closed simulator or one with a step in flight."""
+    from nil.errors import SimulationError
+
+    if closed:
+        raise SimulationError("the simulator is closed; create a new one with make_sim()")
+    if stepping:
+        raise SimulationError(f"{what} while a step is in flight: call step_wait() first")
+
+
 def check_action(action: Any, num_envs: int, action_dim: int) -> torch.Tensor:
     """The action as a float32 tensor [num_envs, action_dim]; SimulationError on a wrong shape or NaN/inf."""
     import torch

@@ -76,6 +76,30 @@ def contact_slip(
     return loaded, slip
 
 
+class _Rollout:
+    """MuJoCo stepped as the agent's CPU simulator steps it (see the module docstring), from the initial
+    pose; measure_teacher and rollout_states share it so that both see the motion the agent's sim gives."""
+
+    def __init__(self, spec: RobotSpec, model: mujoco.MjModel | None) -> None:
+        import mujoco
+
+        self.model = model if model is not None else spec.load_model()
+        self.data = mujoco.MjData(self.model)
+        self.data.qpos[:] = spec.initial_qpos(self.model)
+        self.off, self.scale = spec.ctrl_affine(self.model)
+        self.data.ctrl[:] = self.off
+        mujoco.mj_forward(self.model, self.data)
+        self.n_sub, self.dt = spec.substeps(self.model), 1.0 / spec.control_hz
+
+    def step(self, teacher: Teacher, t: int) -> None:
+        """Control step t (1-based): the teacher's action at time (t - 1) * dt, then the substeps."""
+        import mujoco
+
+        d = self.data
+        d.ctrl[:] = self.off + self.scale * teacher.action((t - 1) * self.dt, d.qpos.copy(), d.qvel.copy())
+        mujoco.mj_step(self.model, d, nstep=self.n_sub)
+
+
 def measure_teacher(
     spec: RobotSpec,
     teacher: Teacher,
@@ -88,13 +112,8 @@ def measure_teacher(
     """Roll a state-based teacher out in physics only and measure its gait."""
     import mujoco
 
-    model = model if model is not None else spec.load_model()
-    data = mujoco.MjData(model)
-    data.qpos[:] = spec.initial_qpos(model)
-    off, sc = spec.ctrl_affine(model)
-    data.ctrl[:] = off
-    mujoco.mj_forward(model, data)
-    n_sub, dt = spec.substeps(model), 1.0 / spec.control_hz
+    rollout = _Rollout(spec, model)
+    model, data, dt = rollout.model, rollout.data, rollout.dt
     root, torso = spec.root_id(model), spec.torso_id(model)
     foot_of_geom = spec.foot_geom_index(model)
     robot_geom = spec.robot_geom_mask(model)
@@ -104,9 +123,7 @@ def measure_teacher(
     pos[0] = data.xpos[root]
     up, low, slips, stance, steps, fell = 1.0, math.inf, [], 0, 0, None
     for t in range(1, n + 1):
-        a = teacher.action((t - 1) * dt, data.qpos.copy(), data.qvel.copy())
-        data.ctrl[:] = off + sc * a
-        mujoco.mj_step(model, data, nstep=n_sub)
+        rollout.step(teacher, t)
         if not np.isfinite(data.qpos).all():
             fell = t * dt
             pos[t:] = pos[t - 1]
@@ -146,20 +163,11 @@ def rollout_states(
     spec: RobotSpec, teacher: Teacher, seconds: float, *, model: mujoco.MjModel | None = None
 ) -> np.ndarray:
     """qpos [n + 1, nq] of a state-based teacher's rollout in physics only (no render), as the sim steps."""
-    import mujoco
-
-    model = model if model is not None else spec.load_model()
-    data = mujoco.MjData(model)
-    data.qpos[:] = spec.initial_qpos(model)
-    off, sc = spec.ctrl_affine(model)
-    data.ctrl[:] = off
-    mujoco.mj_forward(model, data)
-    n_sub, dt = spec.substeps(model), 1.0 / spec.control_hz
+    rollout = _Rollout(spec, model)
     n = int(round(seconds * spec.control_hz))
-    out = np.zeros((n + 1, model.nq))
-    out[0] = data.qpos
+    out = np.zeros((n + 1, rollout.model.nq))
+    out[0] = rollout.data.qpos
     for t in range(1, n + 1):
-        data.ctrl[:] = off + sc * teacher.action((t - 1) * dt, data.qpos.copy(), data.qvel.copy())
-        mujoco.mj_step(model, data, nstep=n_sub)
-        out[t] = data.qpos
+        rollout.step(teacher, t)
+        out[t] = rollout.data.qpos
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import mujoco
@@ -17,28 +18,24 @@ if TYPE_CHECKING:
 CAMERA_NAME = "nil_track"
 
 
-def _model_arrays(model: mujoco.MjModel) -> dict[str, np.ndarray]:
-    out = {}
-    for k in dir(model):
+def _public_fields(obj: Any) -> Iterator[tuple[str, Any]]:
+    """(name, value) of each public attribute of a MuJoCo struct that can be read (some raise)."""
+    for k in dir(obj):
         if k.startswith("_"):
             continue
         try:
-            v = getattr(model, k)
+            v = getattr(obj, k)
         except Exception:
             continue
-        if isinstance(v, np.ndarray):
-            out[k] = v
-    return out
+        yield k, v
+
+
+def _model_arrays(model: mujoco.MjModel) -> dict[str, np.ndarray]:
+    return {k: v for k, v in _public_fields(model) if isinstance(v, np.ndarray)}
 
 
 def _copy_struct(dst: Any, src: Any) -> None:
-    for k in dir(src):
-        if k.startswith("_"):
-            continue
-        try:
-            v = getattr(src, k)
-        except Exception:
-            continue
+    for k, v in _public_fields(src):
         if callable(v):
             continue
         if isinstance(v, np.ndarray):

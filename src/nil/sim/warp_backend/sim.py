@@ -446,10 +446,7 @@ class WarpSim:
             torch.cuda.current_stream(self.device).wait_stream(self._stream)
 
     def _require_idle(self, what: str) -> None:
-        if self._closed:
-            raise SimulationError("this WarpSim is closed; create a new one with nil.sim.make_sim")
-        if self._stepping:
-            raise SimulationError(f"{what} while a step is in flight: call step_wait() first")
+        task.check_idle(self._closed, self._stepping, what)
 
     def close(self) -> None:
         """Drop the Warp buffers and graphs (safe to call twice)."""
