@@ -34,6 +34,10 @@ TINY = [
     "rl.device=cpu",
     "sim.num_envs=2",
     "sim.num_workers=0",
+    # the demo's input-dependent switches need what a tiny reference lacks: a trackable floor at 40 px
+    # (the speed cue) and a reference longer than one gait period (the gait clock)
+    "reward.speed_weight=0",
+    "rl.gait_clock=false",
 ]
 
 

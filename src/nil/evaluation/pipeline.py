@@ -216,8 +216,8 @@ def demo_command(out: Path, steps: int | None = None) -> dict[str, Any]:
         console.print(f"wrote {paths.config}")
     console.print(
         "[bold]NIL demo[/bold]: Ant robot, synthetic teacher reference (a simulated gait rendered in "
-        "MuJoCo, standing in for a video model), flow segmenter, reward = mask IoU + regularisers, SAC "
-        "on the CPU. No downloads."
+        "MuJoCo, standing in for a video model), flow segmenter, reward = mask IoU + a speed cue from the "
+        "video's floor + regularisers, SAC on the CPU. No downloads."
     )
     t0 = time.perf_counter()
     from nil.evaluation.summary import print_summary

@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from nil.config import SkillConfig, config_to_dict, parse_config
+from nil.config import SkillConfig, config_to_dict, parse_config, read_yaml_mapping
 from nil.errors import ConfigError, NilError
 from nil.io import sha256_json
 from nil.scale.references import REFERENCES_DIR, stage1_key
@@ -131,11 +129,9 @@ def _load_base(spec: SweepSpec, sweep_dir: Path, source: str) -> dict[str, Any]:
                 f"{source}: base: no skill config at {p}; give a skill.yaml path or an inline mapping"
             )
         try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{source}: base {p} is not valid YAML: {e}") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{source}: base {p} must hold a mapping of config sections")
+            loaded = read_yaml_mapping(p, "config sections") or {}
+        except ConfigError as e:
+            raise ConfigError(f"{source}: base: {e}") from None
         _apply(data, loaded, f"{source} base")
     else:
         _apply(data, spec.base, f"{source} base")
