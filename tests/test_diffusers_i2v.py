@@ -39,8 +39,10 @@ def _text_parts():
     return ByT5Tokenizer(), T5EncoderModel(cfg)
 
 
-def build_tiny_cogvideox(path: Path) -> Path:
-    """CogVideoX-I2V: 4-channel VAE (8x spatial, 4x temporal), a one-layer transformer trained at 64x96."""
+def build_tiny_cogvideox(path: Path, *, learned_positional_embeddings: bool = False) -> Path:
+    """CogVideoX-I2V: 4-channel VAE (8x spatial, 4x temporal), a one-layer transformer trained at 64x96.
+
+    With learned positional embeddings (as CogVideoX-5b-I2V) the model is fixed at 64x96 and 9 frames."""
     import torch
     from diffusers import (
         AutoencoderKLCogVideoX,
@@ -72,6 +74,7 @@ def build_tiny_cogvideox(path: Path) -> Path:
         sample_frames=9,
         patch_size=2,
         use_rotary_positional_embeddings=True,
+        use_learned_positional_embeddings=learned_positional_embeddings,
     )
     CogVideoXImageToVideoPipeline(
         tokenizer=tok, text_encoder=te, vae=vae, transformer=tr, scheduler=CogVideoXDDIMScheduler()
@@ -313,51 +316,11 @@ def test_big_model_without_gpu_is_refused(tmp_path, monkeypatch):
         ).resolve()
 
 
-def build_tiny_cogvideox_fixed(path: Path) -> Path:
-    """CogVideoX-I2V with learned positional embeddings, as CogVideoX-5b-I2V: trained at 64x96, 9 frames."""
-    import torch
-    from diffusers import (
-        AutoencoderKLCogVideoX,
-        CogVideoXDDIMScheduler,
-        CogVideoXImageToVideoPipeline,
-        CogVideoXTransformer3DModel,
-    )
-
-    tok, te = _text_parts()
-    torch.manual_seed(0)
-    vae = AutoencoderKLCogVideoX(
-        block_out_channels=(8, 8, 8, 8),
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=2,
-        sample_height=64,
-        sample_width=96,
-    )
-    tr = CogVideoXTransformer3DModel(
-        num_attention_heads=2,
-        attention_head_dim=16,
-        in_channels=8,
-        out_channels=4,
-        time_embed_dim=8,
-        text_embed_dim=16,
-        num_layers=1,
-        sample_width=12,
-        sample_height=8,
-        sample_frames=9,
-        patch_size=2,
-        use_rotary_positional_embeddings=True,
-        use_learned_positional_embeddings=True,
-    )
-    CogVideoXImageToVideoPipeline(
-        tokenizer=tok, text_encoder=te, vae=vae, transformer=tr, scheduler=CogVideoXDDIMScheduler()
-    ).save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def fixed_cogvideox(tmp_path_factory):
     hide_broken_torchvision()
-    return build_tiny_cogvideox_fixed(tmp_path_factory.mktemp("fixed") / "tiny-cogvideox-5b-i2v-like")
+    path = tmp_path_factory.mktemp("fixed") / "tiny-cogvideox-5b-i2v-like"
+    return build_tiny_cogvideox(path, learned_positional_embeddings=True)
 
 
 def test_learned_positional_embeddings_pin_size_and_length(fixed_cogvideox, monkeypatch):
