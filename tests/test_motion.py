@@ -287,3 +287,144 @@ def test_a_robot_that_does_not_move_reads_zero(ant_reference):
     est = M.estimate_root_velocity(frames, masks, 100.0, spec.camera, float(spec.initial_qpos(model)[2]))
     assert np.abs(est).max() < 0.01
     assert M.estimate_gait_period(masks, 100.0) is None
+
+
+# ------------------------------------------------------------------ reference/root_velocity.npz cache
+@pytest.fixture
+def checker_skill(tmp_path, monkeypatch):
+    """A skill folder holding a retimed checker-floor reference and its masks; the ant's spec under CAM.
+
+    Returns (paths, spec, calls): `calls` counts the runs of estimate_root_velocity (the real one)."""
+    import dataclasses
+
+    from nil.config import parse_config
+    from nil.paths import SkillPaths
+    from nil.reference.segment.stage import save_masks
+    from nil.reference.video import Video, write_video
+    from nil.robots import robot_from_config
+
+    paths = SkillPaths(tmp_path / "skill")
+    write_video(paths.retimed, Video(checker_video((0.4, 0.1), frames=30), 100.0), quality=10)
+    masks = np.zeros((30, 96, 96), bool)
+    masks[:, 30:60, 35:60] = True
+    save_masks(paths.masks, masks)
+    spec = robot_from_config(parse_config({"robot": {"name": "ant"}, "camera": {"width": 96, "height": 96}}))
+    spec = dataclasses.replace(spec, camera=CAM)
+    calls = [0]
+    real = M.estimate_root_velocity
+
+    def counted(*a, **kw):
+        calls[0] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(M, "estimate_root_velocity", counted)
+    return paths, spec, calls
+
+
+def _root_height(spec) -> float:
+    model = spec.load_model()
+    return float(spec.initial_qpos(model)[2])
+
+
+def test_root_velocity_is_computed_once_and_equals_the_uncached_estimate(checker_skill):
+    from nil.reference.segment import load_masks
+    from nil.reference.video import read_video
+
+    paths, spec, calls = checker_skill
+    first = M.reference_root_velocity(paths, spec)
+    assert calls == [1] and paths.root_velocity.is_file()
+    second = M.reference_root_velocity(paths, spec, load_masks(paths))  # masks given: same content, same key
+    assert calls == [1]
+    video = read_video(paths.retimed)
+    direct = M.estimate_root_velocity(video.frames, load_masks(paths), video.fps, CAM, _root_height(spec))
+    assert second.dtype == np.float32 and second.shape == (30, 2)
+    np.testing.assert_array_equal(first, direct)
+    np.testing.assert_array_equal(second, direct)
+    assert abs(float(second[:, 0].mean())) > 0.1  # a real estimate, not zeros
+
+
+def test_root_velocity_recomputed_when_camera_masks_or_video_change(checker_skill):
+    import dataclasses
+
+    from nil.reference.segment.stage import save_masks
+    from nil.reference.video import Video, write_video
+
+    paths, spec, calls = checker_skill
+    base = M.reference_root_velocity(paths, spec)
+    moved = dataclasses.replace(spec, camera=dataclasses.replace(CAM, elevation=-35.0))
+    M.reference_root_velocity(paths, moved)
+    assert calls == [2]
+    offset = dataclasses.replace(spec, camera=dataclasses.replace(CAM, lookat_offset=(0.0, 0.0, 0.05)))
+    M.reference_root_velocity(paths, offset)
+    assert calls == [3]
+    np.testing.assert_array_equal(M.reference_root_velocity(paths, spec), base)  # back: recomputed, same
+    assert calls == [4]
+    masks = np.zeros((30, 96, 96), bool)
+    masks[:, 40:70, 30:55] = True  # re-segmented: another robot outline
+    save_masks(paths.masks, masks)
+    M.reference_root_velocity(paths, spec)
+    assert calls == [5]
+    write_video(paths.retimed, Video(checker_video((-0.3, 0.0), frames=30), 100.0), quality=10)
+    new = M.reference_root_velocity(paths, spec)
+    assert calls == [6] and float(new[:, 0].mean()) < -0.1
+    M.reference_root_velocity(paths, spec)
+    assert calls == [6]
+
+
+def test_corrupt_or_malformed_root_velocity_cache_is_recomputed(checker_skill, caplog):
+    paths, spec, calls = checker_skill
+    good = M.reference_root_velocity(paths, spec)
+    paths.root_velocity.write_bytes(b"PK\x03\x04 not an npz")
+    with caplog.at_level(logging.WARNING, logger="nil.reference.motion"):
+        again = M.reference_root_velocity(paths, spec)
+    assert calls == [2] and "unreadable" in caplog.text
+    np.testing.assert_array_equal(again, good)
+    with np.load(paths.root_velocity) as z:
+        key = str(z["key"])
+    np.savez(
+        paths.root_velocity, key=np.asarray(key), vel=np.zeros((5, 2), np.float32)
+    )  # right key, bad shape
+    np.testing.assert_array_equal(M.reference_root_velocity(paths, spec), good)
+    assert calls == [3]
+    M.reference_root_velocity(paths, spec)
+    assert calls == [3]
+
+
+def test_a_flat_floor_error_is_remembered_for_the_same_inputs(checker_skill):
+    from nil.reference.video import Video, write_video
+
+    paths, spec, calls = checker_skill
+    frames = np.full((30, 96, 96, 3), 255, np.uint8)
+    frames[:, 30:60, 35:60] = 90  # the robot on a removed (flat) background
+    write_video(paths.retimed, Video(frames, 100.0), quality=10)
+    for _ in range(2):
+        with pytest.raises(VideoError, match=r"reward\.speed_weight"):
+            M.reference_root_velocity(paths, spec)
+    assert calls == [1]
+
+
+def test_linked_seed_folders_share_the_cache_and_a_resegmented_seed_gets_its_own(checker_skill, tmp_path):
+    import os
+
+    from nil.paths import SkillPaths
+    from nil.reference.segment.stage import save_masks
+    from nil.scale.references import link_stage1, stage1_files
+
+    ref, spec, calls = checker_skill
+    base = M.reference_root_velocity(ref, spec)
+    assert ref.root_velocity.relative_to(ref.root) in stage1_files(ref.root)
+    seeds = [SkillPaths(tmp_path / f"seed{i}") for i in range(2)]
+    for s in seeds:
+        link_stage1(ref.root, s.root)
+        np.testing.assert_array_equal(M.reference_root_velocity(s, spec), base)
+    assert calls == [1]
+    masks = np.zeros((30, 96, 96), bool)
+    masks[:, 40:70, 30:55] = True
+    save_masks(seeds[0].masks, masks)  # seed 0 re-segmented: its own masks, atomically (the link replaced)
+    M.reference_root_velocity(seeds[0], spec)
+    assert calls == [2]
+    assert not os.path.samefile(seeds[0].root_velocity, ref.root_velocity)
+    assert os.path.samefile(seeds[1].root_velocity, ref.root_velocity)  # the shared copy was not rewritten
+    for s in (ref, seeds[1]):
+        np.testing.assert_array_equal(M.reference_root_velocity(s, spec), base)
+    assert calls == [2]

@@ -227,3 +227,31 @@ def test_warp_backend_rebuild_keeps_the_objects():
     assert model.nq == exact.nq == 16 and model.ngeom == exact.ngeom
     assert np.allclose(model.geom_pos, exact.geom_pos) and np.allclose(model.key_qpos, exact.key_qpos)
     assert object_geom_mask(model).sum() == object_geom_mask(exact).sum() == 3
+
+
+def test_teacher_replay_row_carries_the_scene_task_measures(menagerie_root):
+    """The eval's teacher row scores the replayed teacher with the same task measures as a policy's row."""
+    from nil.evaluation.teacher import replay, teacher_row
+
+    board = _spec("unitree_h1", [{"kind": "board"}], task="balancing")
+    model = board.load_model()
+    level = _standing(board, 8)
+    tilted = level.copy()
+    tilted[:, -1] = 0.4  # the deck's hinge is the last coordinate: the board tips over
+    rows = {}
+    for name, q in (("level", level), ("tilted", tilted)):
+        ref_masks, _ = replay(board, model, q)
+        m, per_step = teacher_row(board, model, {"qpos": q}, ref_masks, 0.02, 0.5, ramp=0)
+        assert per_step.min() == pytest.approx(1.0)  # the replay against its own masks
+        assert {k: v for k, v in m.items() if k.startswith("task_") and k != "task_reward"} == task_metrics(
+            board, q
+        )
+        rows[name] = m
+    assert rows["level"]["task_success"] == 1.0 and rows["level"]["task_time_upright"] == 1.0
+    assert rows["tilted"]["task_success"] == 0.0 and rows["tilted"]["task_board_tilt_rad"] > 0.3
+    plain = _spec("unitree_h1", [])  # no scene task: no task measures in the row
+    q = _standing(plain, 4)
+    m, _ = teacher_row(
+        plain, plain.load_model(), {"qpos": q}, replay(plain, plain.load_model(), q)[0], 0.02, 0.5, 0
+    )
+    assert not [k for k in m if k.startswith("task_") and k != "task_reward"]

@@ -58,6 +58,11 @@ class SkillPaths:
         return self.reference / "segment.json"
 
     @property
+    def root_velocity(self) -> Path:
+        """Cache of the root velocity [T,2] read from the reference's floor flow, keyed on its inputs."""
+        return self.reference / "root_velocity.npz"
+
+    @property
     def embeddings(self) -> Path:
         """Folder of per-encoder reference embeddings (<encoder-id>.pt)."""
         return self.reference / "embeddings"

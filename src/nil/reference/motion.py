@@ -7,7 +7,8 @@ least-squares fit of the (linearised) pinhole motion field of a plane at the cam
 for a floor point at depth z and image offset (u, v) from the principal point, a camera translation a
 (in camera axes right/down/forward) moves it by du = (-f a_r + u a_f) / z, dv = (-f a_d + v a_f) / z.
 The vertical part of a (the root bobbing) is fitted too, so it does not leak into the planar velocity.
-Nothing here reads teacher.npz: the camera comes from the RobotSpec that rendered e0.
+Nothing here reads teacher.npz: the camera comes from the RobotSpec that rendered e0. Training and
+evaluation share one estimate through reference/root_velocity.npz, keyed on every input it reads.
 
 Gait period. With the camera locked on the root the silhouette repeats once per gait cycle; the period
 is the first lag at which the masks match themselves again (a deep minimum of the mean squared
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -194,20 +196,113 @@ def estimate_root_velocity(
     return out.astype(np.float32)
 
 
+ROOT_VELOCITY_VERSION = 1  # bump when estimate_root_velocity's output changes for the same inputs
+_CAMERA_FIELDS = ("width", "height", "distance", "azimuth", "elevation", "fovy", "lookat_z", "lookat_offset")
+
+
+def root_velocity_cache_key(
+    retimed_sha256: str, masks: np.ndarray, camera: CameraSpec, root_height: float
+) -> str:
+    """Hash of everything estimate_root_velocity reads: the video, the masks, the camera, e0's root height."""
+    from nil.io import sha256_bytes, sha256_json
+
+    m = np.asarray(masks, dtype=bool)
+    cam = {k: getattr(camera, k) for k in _CAMERA_FIELDS}
+    cam["lookat_offset"] = [float(v) for v in cam["lookat_offset"]]
+    cam.update({k: float(cam[k]) for k in ("distance", "azimuth", "elevation", "fovy", "lookat_z")})
+    cam.update({k: int(cam[k]) for k in ("width", "height")})
+    return sha256_json(
+        {
+            "version": ROOT_VELOCITY_VERSION,
+            "retimed_sha256": retimed_sha256,
+            "masks_sha256": sha256_bytes(np.packbits(m).tobytes() + str(m.shape).encode()),
+            "camera": cam,
+            "root_height": float(root_height),
+            "tuning": [FLOW_DT, MIN_POINTS, MIN_GOOD_PAIRS, MAX_DEPTH_HEIGHTS, MASK_MARGIN_PX],
+        }
+    )
+
+
+def _read_cached_velocity(path: Path, key: str, num_frames: int) -> np.ndarray | str | None:
+    """The cached velocity [T,2], or the cached VideoError message; None when absent, stale or corrupt."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                log.info(
+                    "%s was computed from other inputs (retimed video, masks, camera or e0); recomputing",
+                    path,
+                )
+                return None
+            if "error" in z.files:
+                return str(z["error"])
+            vel = np.asarray(z["vel"])
+    except Exception as e:  # noqa: BLE001 - a corrupt cache is recomputed, never trusted
+        log.warning("%s is unreadable (%s); recomputing the reference's root velocity", path, e)
+        return None
+    if vel.shape != (num_frames, 2) or vel.dtype != np.float32 or not np.isfinite(vel).all():
+        log.warning(
+            "%s holds %s %s, not [%d,2] finite float32; recomputing", path, vel.dtype, vel.shape, num_frames
+        )
+        return None
+    return vel
+
+
+def _write_cached_velocity(path: Path, key: str, vel: np.ndarray | None, error: str | None) -> None:
+    """Write the cache atomically (temp file + rename: a hard link shared with another folder is replaced,
+    never rewritten in place); a folder that cannot be written only costs the recomputation next time."""
+    from nil.io import atomic_save
+
+    def _write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            if error is not None:
+                np.savez(f, key=np.asarray(key), error=np.asarray(error))
+            else:
+                np.savez(f, key=np.asarray(key), vel=np.asarray(vel, dtype=np.float32))
+
+    try:
+        atomic_save(path, _write)
+    except OSError as e:
+        log.warning("could not write %s (%s); the root velocity will be recomputed next time", path, e)
+
+
 def reference_root_velocity(
     paths: SkillPaths, spec: RobotSpec, masks: np.ndarray | None = None
 ) -> np.ndarray:
-    """estimate_root_velocity of a skill's retimed reference [T,2] (m/s), with the camera and e0 of `spec`."""
+    """estimate_root_velocity of a skill's retimed reference [T,2] (m/s), with the camera and e0 of `spec`.
+
+    Cached in reference/root_velocity.npz, keyed on the retimed video's bytes, the masks' content, the
+    camera and e0's root height: any change (a new reference, `nil segment --force`, a fitted camera)
+    recomputes it, and so does a stale or unreadable file.
+    """
+    from nil.io import sha256_file
     from nil.reference.segment import load_masks
     from nil.reference.video import read_video
 
-    video = read_video(paths.retimed)
+    if not paths.retimed.is_file():
+        raise VideoError(f"video file not found: {paths.retimed}; run `nil generate {paths.root}`")
     masks = load_masks(paths) if masks is None else np.asarray(masks, dtype=bool)
     model = spec.load_model()
     qpos0 = spec.initial_qpos(model)
     root = spec.root_id(model)
     adr = int(model.jnt_qposadr[model.body_jntadr[root]])
-    vel = estimate_root_velocity(video.frames, masks, video.fps, spec.camera, float(qpos0[adr + 2]))
+    root_height = float(qpos0[adr + 2])
+    key = root_velocity_cache_key(sha256_file(paths.retimed), masks, spec.camera, root_height)
+    cached = _read_cached_velocity(paths.root_velocity, key, len(masks))
+    if isinstance(cached, str):
+        raise VideoError(cached)
+    if cached is not None:
+        vel = cached
+        log.info("reference root motion read from %s (inputs unchanged)", paths.root_velocity)
+    else:
+        video = read_video(paths.retimed)
+        try:
+            vel = estimate_root_velocity(video.frames, masks, video.fps, spec.camera, root_height)
+        except VideoError as e:  # the same inputs fail the same way: remember it, don't track again
+            _write_cached_velocity(paths.root_velocity, key, None, str(e))
+            raise
+        _write_cached_velocity(paths.root_velocity, key, vel, None)
     speed = np.linalg.norm(vel, axis=1)
     log.info(
         "reference root motion from the floor: mean speed %.3f m/s, mean velocity (%.3f, %.3f) m/s",
