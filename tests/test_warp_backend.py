@@ -326,3 +326,47 @@ def test_task_outputs_match_the_cpu_backend_from_the_same_state(wsim):
     torch.testing.assert_close(cpu["torso_up_z"], b.torso_up_z, rtol=0, atol=1e-4)
     torch.testing.assert_close(cpu["foot_force"], b.foot_force, rtol=0.05, atol=0.05)
     torch.testing.assert_close(cpu["foot_vel_xy"], b.foot_vel_xy, rtol=0, atol=5e-3)
+
+
+def test_fitted_camera_renders_as_the_cpu_backend():
+    """A fitted camera (issue 14: distance, azimuth, elevation, fovy, lookat_offset all off the preset) gives
+    Warp the CPU backend's robot mask; the CPU masks with any one field put back to the preset's differ
+    (measured IoU 0.17-0.82 against 1.0), so a Warp camera that ignored a field would fail here."""
+    from nil.reference.calibrate import Camera
+    from nil.reference.known_answer import perturbed
+    from nil.sim.render import RobotRenderer
+
+    spec = get_robot("ant")
+    # non-square, as a fitted camera of a non-square video is: fovy is vertical in both renderers
+    preset = dataclasses.replace(spec.camera, width=64, height=48)
+    default = Camera.of(preset)
+    fitted = perturbed(default)
+    assert all(abs(v) > 0.1 for v in fitted.lookat_offset) and fitted.fovy != default.fovy
+    spec = dataclasses.replace(spec, camera=dataclasses.replace(preset, **dataclasses.asdict(fitted)))
+    cfg = SimConfig(backend="warp", device="cpu", num_envs=1, reset_noise=0.05)
+    with WarpSim(spec, cfg, horizon=10, seed=5) as sim:
+        sim.reset()
+        for a in _actions(7, 5, sim.action_dim)[:, :1]:  # move the root off the origin: the camera tracks it
+            b = sim.step(a)
+        qpos, qvel, warp_mask = b.qpos[0].double().numpy(), b.qvel[0].double().numpy(), b.mask[0].numpy()
+    assert warp_mask.shape == (48, 64)
+    model = spec.load_model()
+    d = mujoco.MjData(model)
+    d.qpos[:], d.qvel[:] = qpos, qvel
+    mujoco.mj_forward(model, d)
+
+    def iou(a: np.ndarray, c: np.ndarray) -> float:
+        return float((a & c).sum() / max((a | c).sum(), 1))
+
+    with RobotRenderer(model, spec) as r:
+        _, cpu_mask = r.render(d)
+        assert cpu_mask.sum() >= 30  # measured 41: enough robot pixels for the IoUs below to mean something
+        assert iou(warp_mask, cpu_mask) >= 0.95  # measured 1.0
+        for field in ("distance", "azimuth", "elevation", "fovy", "lookat_offset"):
+            cam = dataclasses.replace(fitted, **{field: getattr(default, field)})
+            r.set_camera(**dataclasses.asdict(cam))
+            _, ignored = r.render(d)
+            assert iou(ignored, cpu_mask) <= 0.9, field  # measured <= 0.82 (elevation)
+        r.set_camera(**dataclasses.asdict(default))
+        _, preset_mask = r.render(d)
+    assert iou(preset_mask, warp_mask) <= 0.3  # measured 0.07
