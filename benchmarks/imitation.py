@@ -70,10 +70,52 @@ def robot_config(robot: str, seed: int, extra: list[str]):
     return demo_config([*ROBOT_OVERRIDES.get(robot, [f"robot.name={robot}"]), f"seed={seed}", *extra])
 
 
+def perturbed_source(robot: str, extra: list[str], root: Path, scale: int = 2) -> Path:
+    """The teacher's video seen from issue 14's perturbed camera, as a user's file; returns its path.
+
+    The synthetic teacher is rendered through `perturbed(default camera)` at `scale` x the skill's
+    resolution, with the simulator's floor kept (the speed cue needs it) and a watermark stamped on; its
+    ground truth (teacher.npz) stays in `<root>/_source/reference/` for evaluation only.
+    """
+    from nil.config import save_config
+    from nil.paths import SkillPaths
+    from nil.reference import known_answer as ka
+    from nil.reference.bundle import generate_reference
+    from nil.reference.calibrate import Camera
+    from nil.reference.video import Video, read_video, write_video
+
+    out = root / "perturbed.mp4"
+    src_dir = root / "_source"
+    cfg = robot_config(robot, 0, extra)
+    cam = ka.perturbed(Camera.of(cfg.camera))
+    c = cfg.camera
+    c.distance, c.azimuth, c.elevation, c.fovy = cam.distance, cam.azimuth, cam.elevation, cam.fovy
+    c.lookat_offset = cam.lookat_offset
+    c.width, c.height = c.width * scale, c.height * scale
+    save_config(cfg, src_dir)
+    generate_reference(SkillPaths(src_dir), cfg)
+    if not out.exists():
+        v = read_video(SkillPaths(src_dir).video)
+        write_video(out, Video(ka.stamp_watermark(v.frames), v.fps), quality=9)
+    return out
+
+
 def run_seed(
-    robot: str, seed: int, root: Path, steps: int | None, episodes: int, extra: list[str], fresh: bool
+    robot: str,
+    seed: int,
+    root: Path,
+    steps: int | None,
+    episodes: int,
+    extra: list[str],
+    fresh: bool,
+    camera: str = "default",
 ) -> dict[str, Any]:
-    """Train and evaluate one seed of one robot; returns its eval/metrics.json content plus wall-clock."""
+    """Train and evaluate one seed of one robot; returns its eval/metrics.json content plus wall-clock.
+
+    camera "perturbed": the reference is the teacher's video from issue 14's perturbed camera imported
+    with the `file` generator into a skill with the default camera and `camera.calibrate` on, so the
+    policy trains from the fitted camera; the teacher's ground truth is copied beside it for evaluation.
+    """
     import shutil
 
     from nil.config import save_config
@@ -87,13 +129,19 @@ def run_seed(
     skill = root / f"seed{seed}"
     if fresh and skill.exists():
         shutil.rmtree(skill)
+    if camera == "perturbed":
+        video = perturbed_source(robot, extra, root)
+        extra = [*extra, "generator.name=file", f"generator.path={video}", "camera.calibrate=true"]
     cfg = robot_config(robot, seed, extra)
-    if not (skill / "skill.yaml").exists():
-        save_config(cfg, skill)
     # one reference and one set of masks for every seed: the seeds differ in the learner, not in the task
     save_config(cfg, ref_dir)
-    generate_reference(SkillPaths(ref_dir), cfg)
+    generate_reference(SkillPaths(ref_dir), cfg)  # a calibration (or its cached record) sets cfg's camera
     segment_reference(SkillPaths(ref_dir), cfg)
+    if camera == "perturbed":  # ground truth for evaluation only (training never reads teacher.npz)
+        truth = SkillPaths(root / "_source").teacher
+        shutil.copyfile(truth, SkillPaths(ref_dir).teacher)
+    if not (skill / "skill.yaml").exists():
+        save_config(cfg, skill)
     link_stage1(ref_dir, skill)
     t0 = time.perf_counter()
     m = run_skill(skill, steps=steps, episodes=episodes)
@@ -179,6 +227,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/nil_bench_imitation"))
     ap.add_argument("--set", dest="extra", nargs="*", default=[], help="extra config overrides key=value")
     ap.add_argument("--resume", action="store_true", help="reuse existing seed folders (default: fresh)")
+    ap.add_argument(
+        "--camera",
+        choices=["default", "perturbed"],
+        default="default",
+        help="perturbed: train from the teacher's video seen by issue 14's perturbed camera, imported as a "
+        "file and fitted (camera.calibrate)",
+    )
     args = ap.parse_args()
     if len(args.seeds) < MIN_SEEDS or args.episodes < MIN_EPISODES:
         print(
@@ -191,7 +246,14 @@ def main() -> None:
     for robot in args.robots:
         for seed in args.seeds:
             m = run_seed(
-                robot, seed, args.out / robot, args.steps, args.episodes, args.extra, fresh=not args.resume
+                robot,
+                seed,
+                args.out / robot,
+                args.steps,
+                args.episodes,
+                args.extra,
+                fresh=not args.resume,
+                camera=args.camera,
             )
             runs.setdefault(robot, []).append(m)
             (args.out / "runs.json").write_text(json.dumps(runs, indent=1, default=str))

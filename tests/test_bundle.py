@@ -232,3 +232,18 @@ def test_generate_command_prints_outputs(skill, capsys):
     bundle.generate_command(skill.paths.root)
     out = capsys.readouterr().out
     assert str(skill.paths.retimed) in out and str(skill.paths.meta) in out
+
+
+def test_ground_truth_beside_an_imported_video_is_loaded_and_checked(skill):
+    """A user's teacher.npz beside a file reference is evaluation ground truth; one row per retimed frame."""
+    bundle.generate_reference(skill.paths, skill.cfg)
+    meta = bundle.load_meta(skill.paths)
+    assert not meta["synthetic"]
+    with pytest.raises(MissingStageError, match="no teacher.npz ground truth"):
+        bundle.load_teacher(skill.paths)
+    n = int(meta["retimed_num_frames"])
+    np.savez(skill.paths.teacher, qpos=np.zeros((n, 7)), root_pos=np.zeros((n, 3)))
+    assert bundle.load_teacher(skill.paths)["qpos"].shape == (n, 7)
+    np.savez(skill.paths.teacher, qpos=np.zeros((n + 3, 7)), root_pos=np.zeros((n + 3, 3)))
+    with pytest.raises(MissingStageError, match="one row per retimed frame"):
+        bundle.load_teacher(skill.paths)

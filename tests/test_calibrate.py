@@ -300,3 +300,15 @@ def test_camera_config_lookat_offset_reaches_the_simulators_renderer():
     assert moved.camera.lookat_offset == pytest.approx(tuple(off))
     a, b = render_frame0(plain).mask, render_frame0(moved).mask
     assert np.nonzero(b)[1].mean() < np.nonzero(a)[1].mean() - 2  # the robot moved left in the image
+
+
+def test_a_dark_sky_on_one_side_is_not_a_letterbox_bar():
+    frames = np.full((4, 64, 64, 3), 150, np.uint8)
+    frames[:, :20] = 0  # the simulator's black sky above the floor: one side only
+    frames[:, 30:40, 20:40] = (200, 120, 60)
+    assert find_bars(frames) == (0, 0, 0, 0)
+    frames[:, -7:] = 0  # with a bottom bar of 7 rows the pair is 7 + 7 and the rest of the sky is picture
+    assert find_bars(frames) == (7, 7, 0, 0)
+    boxed = np.full((4, 64, 64, 3), 150, np.uint8)
+    boxed[:, :8], boxed[:, -9:] = 0, 0  # odd padding: 8 and 9 rows are still a pair
+    assert find_bars(boxed) == (8, 9, 0, 0)

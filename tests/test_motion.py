@@ -117,6 +117,19 @@ def test_gait_period_of_a_periodic_silhouette(period):
     assert got == pytest.approx(period / fps, rel=0.04)
 
 
+@pytest.mark.parametrize("jitter", [0.3, 0.5])
+def test_gait_period_of_a_noisily_segmented_silhouette(jitter):
+    """Edge pixels flipped at random in every frame (a small robot, flow masks): the repeat is still found."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    m = swinging_leg_masks(25.0, 51)
+    for t in range(len(m)):
+        edge = cv2.dilate(m[t].astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+        m[t] ^= edge & (rng.random(m[t].shape) < jitter)
+    assert M.estimate_gait_period(m, 25.0) == pytest.approx(1.0, rel=0.04)
+
+
 def test_gait_period_none_when_still_and_warns_when_too_short(caplog):
     still = np.repeat(swinging_leg_masks(40.0, 1), 200, axis=0)
     assert M.estimate_gait_period(still, 100.0) is None

@@ -4,7 +4,8 @@ Rows of the metrics table:
 - trained: the latest good checkpoint's policy, deterministic actions;
 - baselines.random / baselines.zero: an untrained uniform-random policy and all-zero actions, in the same
   simulator from the same initial states, so the report can show what training gained;
-- baselines.teacher: the synthetic teacher's own motion (only when reference/teacher.npz exists) replayed
+- baselines.teacher: the ground truth's motion (reference/teacher.npz: the synthetic teacher's, or one a user
+  put beside an imported video; only when it exists) replayed
   kinematically through the same renderer: its IoU is the best the (segmented) reference allows.
 """
 
@@ -183,7 +184,7 @@ def evaluate(
     policy = load_policy(paths, device="cpu")
     make_reward = skill_reward(paths, cfg, spec, ref_masks)  # the reward exactly as training builds it
     teacher = None
-    if meta.get("synthetic") and paths.teacher.exists():
+    if paths.teacher.exists():  # synthetic, or ground truth a user put beside an imported video
         from nil.reference.bundle import load_teacher
 
         teacher = load_teacher(paths)

@@ -246,7 +246,9 @@ def generate_reference(paths: SkillPaths, cfg: SkillConfig, force: bool = False)
                 write_overlay,
             )
 
-            _, calibration, image = calibrate_frame(gen_cfg, raw.frames[0], force=force)
+            _, calibration, image = calibrate_frame(
+                gen_cfg, raw.frames[0], force=force, frames=raw.frames, fps=raw.fps
+            )
             write_overlay(tmp / OVERLAY_NAME, image)
             calibration["overlay"] = OVERLAY_NAME
             print_calibration(console, calibration)
@@ -373,14 +375,27 @@ def load_reference(paths: SkillPaths) -> Video:
 
 
 def load_teacher(paths: SkillPaths) -> dict[str, np.ndarray]:
-    """The synthetic teacher's ground truth (qpos, qvel, root_pos ... per retimed frame)."""
+    """The reference's ground truth (qpos, qvel, root_pos ... per retimed frame), for evaluation only.
+
+    The synthetic generator writes it. Beside an imported video a user may put one there after
+    `nil generate` (motion capture of the filmed robot, or the teacher of a video rendered elsewhere):
+    evaluation then scores the policy against it too. It must have one row per retimed frame.
+    """
     meta = load_meta(paths)
-    if not meta.get("synthetic"):
-        raise MissingStageError(
-            f"the reference in {paths.reference} is not synthetic ({meta.get('generator')}), "
-            "so it has no teacher.npz ground truth"
-        )
     if not paths.teacher.is_file():
+        if not meta.get("synthetic"):
+            raise MissingStageError(
+                f"the reference in {paths.reference} is not synthetic ({meta.get('generator')}) and has no "
+                f"{paths.teacher.name} ground truth beside it"
+            )
         raise MissingStageError(f"{paths.teacher} is missing; run `nil generate {paths.root} --force`")
     with np.load(paths.teacher, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+        teacher = {k: z[k] for k in z.files}
+    n = meta.get("retimed_num_frames")
+    rows = len(teacher.get("qpos", ()))
+    if not meta.get("synthetic") and n is not None and rows != int(n):
+        raise MissingStageError(
+            f"{paths.teacher} has {rows} qpos rows but the retimed reference has {n} frames; ground truth "
+            "beside an imported video needs one row per retimed frame (at the control rate)"
+        )
+    return teacher

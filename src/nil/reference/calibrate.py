@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from nil.errors import SegmentationError
+from nil.errors import SegmentationError, VideoError
 from nil.reference.segment.base import iou
 
 if TYPE_CHECKING:
@@ -48,6 +49,10 @@ N_REFINE = 6  # grid cells refined
 REFINE_EVALS = 50  # renders per refined cell ...
 FINAL_EVALS = 140  # ... and for the best one again
 FOVY_RANGE = (15.0, 110.0)
+# Refined fits within this soft IoU of the best, at azimuths this far apart, are the same silhouette seen
+# from a symmetric side (the ant looks the same every 90 deg): frame 0 cannot choose between them.
+TIE_SOFT_IOU = 0.01
+TIE_AZIMUTH_DEG = 20.0
 OVERLAY_NAME = "calibration.png"  # in reference/: the found robot (green) and the fitted render (magenta)
 
 
@@ -208,8 +213,17 @@ def _from_vec(x: np.ndarray, ref: Camera) -> Camera:
     return Camera(sigma / math.tan(math.radians(fovy) / 2.0), az, el, fovy, tuple(float(v) for v in off))  # type: ignore[arg-type]
 
 
-def fit_camera(spec: RobotSpec, target: np.ndarray, start: Camera | None = None) -> FitResult:
-    """The tracking camera whose render of the robot's initial pose best matches `target` ([H,W] bool)."""
+def fit_camera(
+    spec: RobotSpec,
+    target: np.ndarray,
+    start: Camera | None = None,
+    prefer: Callable[[Camera], float] | None = None,
+) -> FitResult:
+    """The tracking camera whose render of the robot's initial pose best matches `target` ([H,W] bool).
+
+    `prefer(camera) -> score` breaks ties between fits that match frame 0 equally well from different
+    azimuths (a symmetric robot): the highest score wins (the video's motion, see `forward_preference`).
+    """
     from scipy.optimize import minimize
 
     t0 = time.perf_counter()
@@ -268,7 +282,13 @@ def fit_camera(spec: RobotSpec, target: np.ndarray, start: Camera | None = None)
 
         results = [refine(c, REFINE_EVALS) for c in inits]
         order = sorted(range(len(results)), key=lambda i: -results[i][0])
-        best_soft, best = refine(results[order[0]][1], FINAL_EVALS)
+        pick = order[0]
+        ties = _symmetric_ties(results, order)
+        tie_scores: dict[int, float] = {}
+        if prefer is not None and len(ties) > 1:
+            tie_scores = {i: float(prefer(results[i][1])) for i in ties}
+            pick = max(ties, key=lambda i: tie_scores[i])
+        best_soft, best = refine(results[pick][1], FINAL_EVALS)
         best = replace(best, azimuth=float(best.azimuth % 360.0))
         iou_fit = iou(fine(best), t_fine)
         candidates = [
@@ -276,6 +296,8 @@ def fit_camera(spec: RobotSpec, target: np.ndarray, start: Camera | None = None)
                 "start": inits[i].as_dict(),
                 "soft_iou": round(results[i][0], 4),
                 "camera": results[i][1].as_dict(),
+                **({"motion_score": round(tie_scores[i], 4)} if i in tie_scores else {}),
+                **({"picked": True} if i == pick else {}),
             }
             for i in order
         ]
@@ -284,6 +306,74 @@ def fit_camera(spec: RobotSpec, target: np.ndarray, start: Camera | None = None)
         coarse.close()
         fine.close()
     return FitResult(best, iou_fit, iou_start, renders, time.perf_counter() - t0, candidates, fhw)
+
+
+def _symmetric_ties(results: list[tuple[float, Camera]], order: list[int]) -> list[int]:
+    """Indices of the refined fits as good as the best one (within TIE_SOFT_IOU), one per azimuth basin."""
+    best = results[order[0]][0]
+    ties: list[int] = []
+    for i in order:
+        if results[i][0] < best - TIE_SOFT_IOU:
+            break
+        az = results[i][1].azimuth
+        if all(abs((az - results[j][1].azimuth + 180) % 360 - 180) >= TIE_AZIMUTH_DEG for j in ties):
+            ties.append(i)
+    return ties
+
+
+def forward_preference(
+    spec: RobotSpec, frames: np.ndarray, mask0: np.ndarray, fps: float, seconds: float = 1.5
+) -> Callable[[Camera], float] | None:
+    """Score a candidate camera by how well the video's floor flow, read through it, moves the robot
+    along its own forward axis (+x of the root in e0): cos of the angle, in [-1, 1].
+
+    A walking robot filmed by a tracking camera goes forward, so among cameras that frame 0 cannot tell
+    apart this picks the one under which the robot walks the way it faces. None when the floor cannot be
+    tracked (no tie-break; the best frame-0 fit is kept).
+    """
+    import cv2
+
+    from nil.reference.motion import estimate_root_velocity
+
+    n = int(min(len(frames), max(4, round(seconds * fps))))
+    clip = np.asarray(frames[:n])
+    # the robot stays near its frame-0 place under a tracking camera: a generous dilation covers its legs
+    k = max(3, int(0.08 * max(mask0.shape)) | 1)
+    robot = cv2.dilate(np.asarray(mask0, np.uint8), np.ones((k, k), np.uint8)).astype(bool)
+    masks = np.repeat(robot[None], n, axis=0)
+    model = spec.load_model()
+    qpos0 = spec.initial_qpos(model)
+    adr = int(model.jnt_qposadr[model.body_jntadr[spec.root_id(model)]])
+    height = float(qpos0[adr + 2])
+    w, x, y, z = (float(v) for v in qpos0[adr + 3 : adr + 7])
+    heading = np.array([1 - 2 * (y * y + z * z), 2 * (x * y + w * z)])  # the root's x axis, on the floor
+    heading /= max(float(np.linalg.norm(heading)), 1e-9)
+
+    def velocity(cam: Camera) -> np.ndarray:
+        c = cam
+        spec_cam = replace(
+            spec.camera,
+            distance=c.distance,
+            azimuth=c.azimuth,
+            elevation=c.elevation,
+            fovy=c.fovy,
+            lookat_offset=c.lookat_offset,
+        )
+        return estimate_root_velocity(clip, masks, fps, spec_cam, height).mean(axis=0)
+
+    def score(cam: Camera) -> float:
+        try:
+            v = velocity(cam)
+        except VideoError:
+            return 0.0
+        speed = float(np.linalg.norm(v))
+        return float(v @ heading) / speed if speed > 1e-6 else 0.0
+
+    try:
+        velocity(Camera.of(spec.camera))  # a floor that cannot be tracked at all: no tie-break
+    except VideoError:
+        return None
+    return score
 
 
 # ------------------------------------------------------------------------------------------ skill level
@@ -309,10 +399,19 @@ def sam2_if_available(cfg: SkillConfig) -> Any:
 
 
 def calibrate_frame(
-    cfg: SkillConfig, frame: np.ndarray, *, force: bool = False, sam2: Any = None
+    cfg: SkillConfig,
+    frame: np.ndarray,
+    *,
+    force: bool = False,
+    sam2: Any = None,
+    frames: np.ndarray | None = None,
+    fps: float | None = None,
 ) -> tuple[CameraConfig, dict[str, Any], np.ndarray]:
     """Fit the skill's camera to one video frame (at the camera's size): (new camera section, meta entry,
     overlay image: the found robot's outline in green, the fitted render's in magenta).
+
+    With the video's `frames` (and `fps`), fits that match frame 0 equally well from symmetric sides are
+    told apart by the floor's motion (`forward_preference`).
 
     CalibrationError when the fit's IoU is below camera.calibrate_min_iou (unless `force`).
     """
@@ -329,7 +428,10 @@ def calibrate_frame(
     fg = find_robot(frame, sam2=sam2 if sam2 is not None else sam2_if_available(cfg))
     t_fg = time.perf_counter() - t0
     spec = robot_from_config(cfg)
-    fit = fit_camera(spec, fg.mask, Camera.of(spec.camera))
+    prefer = None
+    if frames is not None and fps:
+        prefer = forward_preference(spec, frames, fg.mask, float(fps))
+    fit = fit_camera(spec, fg.mask, Camera.of(spec.camera), prefer=prefer)
     new_cam = camera_config_after(cfg.camera, fit.camera)
     threshold = float(cfg.camera.calibrate_min_iou)
     passed = fit.iou >= threshold
@@ -357,10 +459,17 @@ def calibrate_frame(
         fitted.close()
     entry["iou_after_full_size"] = round(iou(fitted_mask, fg.mask), 4)
     if not passed and not force:
+        from nil.reference.foreground import runs_off_edges
+
+        why = (  # a close-up leaves only a piece of the robot to fit: say so, not "no robot"
+            f"{fg.info['border_off_corners']:.0%} of frame 0's border is unlike its corners, so the robot "
+            "probably fills the frame and runs off its edges; use a wider shot"
+            if runs_off_edges(fg.info)
+            else "the video may not show this robot, or show it cut off; check the video"
+        )
         raise CalibrationError(
             f"the camera fit reaches IoU {fit.iou:.2f} with the robot found in frame 0 (below "
-            f"camera.calibrate_min_iou={threshold:g}): the video may not show this robot, or show it "
-            "cut off; check the video, or pass --force to use the fit anyway"
+            f"camera.calibrate_min_iou={threshold:g}): {why}, or pass --force to use the fit anyway"
         )
     return new_cam, entry, overlay(frame, fg.mask, fitted_mask)
 
@@ -419,8 +528,8 @@ def calibrate_command(directory: str | Path, force: bool = False) -> dict[str, A
     old = meta.get("calibration")
     if old and cfg.camera.model_dump(mode="json") == old.get("config_after"):
         cfg.camera = type(cfg.camera).model_validate(old["config_before"])  # refit from the original camera
-    frame = read_video(paths.video).frames[0]
-    _, entry, image = calibrate_frame(cfg, frame, force=force)
+    video = read_video(paths.video)
+    _, entry, image = calibrate_frame(cfg, video.frames[0], force=force, frames=video.frames, fps=video.fps)
     write_overlay(paths.reference / OVERLAY_NAME, image)
     entry["overlay"] = OVERLAY_NAME
     meta["calibration"] = entry

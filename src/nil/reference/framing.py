@@ -69,7 +69,18 @@ def find_bars(frames: np.ndarray) -> tuple[int, int, int, int]:
     bottom = _bar_run(rows[::-1], int(H * MAX_BAR))
     left = _bar_run(cols, int(W * MAX_BAR))
     right = _bar_run(cols[::-1], int(W * MAX_BAR))
+    # Letterbox and pillarbox bars come in pairs (equal, or a pixel or two apart when the padding is odd);
+    # dark rows beyond the pair are the picture (a night sky above a floor, the simulator's black
+    # background), never a bar to crop.
+    top, bottom = _paired(top, bottom, H)
+    left, right = _paired(left, right, W)
     return top, bottom, left, right
+
+
+def _paired(a: int, b: int, size: int) -> tuple[int, int]:
+    if abs(a - b) <= max(2, size // 100):
+        return a, b
+    return min(a, b), min(a, b)
 
 
 def _border_colour(frame: np.ndarray) -> np.ndarray:

@@ -323,6 +323,7 @@ def reference_root_velocity(
 # --------------------------------------------------------------------------------------------- gait period
 GAIT_MIN_S = 0.15  # fastest gait cycle considered (6.7 Hz)
 STILL_MASK_CHANGE = 0.01  # mean squared change of the downsampled masks below which the robot does not move
+REPEAT_DEPTH = 0.6  # a full repeat: d falls below this fraction of its peak so far (after the jitter floor)
 _GRID = 32
 
 
@@ -362,7 +363,7 @@ def estimate_gait_period(masks: np.ndarray, fps: float) -> float | None:
     scale = d.max() / max(area, 1e-6)
     if scale < STILL_MASK_CHANGE:
         return None  # the silhouette is (nearly) constant: the robot does not move its legs
-    lag = _first_repeat(d, min_lag)
+    lag = _first_repeat(_without_jitter(d), min_lag)
     if lag is None:
         log.warning(
             "the reference (%.2f s) is shorter than one gait period or not periodic: its silhouette never "
@@ -372,6 +373,21 @@ def estimate_gait_period(masks: np.ndarray, fps: float) -> float | None:
         )
         return None
     return lag / fps
+
+
+def _without_jitter(d: np.ndarray) -> np.ndarray:
+    """d minus its segmentation-jitter floor.
+
+    Mask noise that is independent from frame to frame adds the same constant to d at every lag >= 1, so a
+    small or noisily segmented robot's full repeat never looks deep; the floor is d extrapolated back to
+    lag 0 from lags 1 and 2 (the motion part of d grows about linearly at small lags).
+    """
+    if len(d) < 3:
+        return d
+    floor = float(np.clip(2.0 * d[1] - d[2], 0.0, d[1]))
+    out = np.maximum(d - floor, 0.0)
+    out[0] = 0.0
+    return out
 
 
 def _first_repeat(d: np.ndarray, min_lag: int) -> float | None:
@@ -384,7 +400,7 @@ def _first_repeat(d: np.ndarray, min_lag: int) -> float | None:
     peak = 0.0
     for i in range(1, n):
         peak = max(peak, d[i])
-        if i in mins and d[i] < 0.5 * peak:
+        if i in mins and d[i] < REPEAT_DEPTH * peak:
             # a shallower dip at half the period (mirror-similar half cycles) is skipped when the
             # minimum at twice its lag is clearly deeper
             j = 2 * i
