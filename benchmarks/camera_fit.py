@@ -105,6 +105,8 @@ def run(robot: str, background: str, size: int, frames: int, root: Path) -> dict
         "background": background,
         "size": size,
         "az_err": ka.azimuth_error(fit.azimuth, true.azimuth, SYMMETRY.get(robot, 360.0)),
+        # not modulo the symmetry: the floor's motion picks the side (calibrate.forward_preference)
+        "az_err_360": ka.azimuth_error(fit.azimuth, true.azimuth, 360.0),
         "el_err": abs(fit.elevation - true.elevation),
         "size_err": abs(ka.apparent_size(fit) / ka.apparent_size(true) - 1),
         "dist_err": abs(fit.distance / true.distance - 1),
