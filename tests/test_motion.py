@@ -441,3 +441,42 @@ def test_linked_seed_folders_share_the_cache_and_a_resegmented_seed_gets_its_own
     for s in (ref, seeds[1]):
         np.testing.assert_array_equal(M.reference_root_velocity(s, spec), base)
     assert calls == [2]
+
+
+def test_a_static_watermark_does_not_pull_the_speed_towards_zero(menagerie_root, monkeypatch):
+    """The A1 seen by issue 14's perturbed camera (near level, the floor kept) under an "AI VIDEO" stamp:
+    the watermark's corners stay put while the floor slides, and they used to read as "not moving"."""
+    from dataclasses import replace
+
+    import cv2
+
+    from nil.config import parse_config
+    from nil.reference import known_answer as ka
+    from nil.reference.calibrate import Camera
+    from nil.robots import robot_from_config
+
+    side = 160
+    spec = robot_from_config(
+        parse_config({"robot": {"name": "unitree_a1"}, "camera": {"width": side, "height": side}})
+    )
+    true = ka.perturbed(Camera.of(spec.camera))
+    rgb, masks = ka.render_clip(spec, true, hw=(2 * side, 2 * side), num_frames=30, fps=25.0)  # glides at 0.3
+    clip = ka.stamp_watermark(ka.restyle(rgb, masks, "scene", watermark=False))
+    frames = np.stack([cv2.resize(f, (side, side), interpolation=cv2.INTER_AREA) for f in clip])
+    small = np.stack(
+        [cv2.resize(m.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST) > 0 for m in masks]
+    )
+    cam = replace(
+        spec.camera,
+        distance=true.distance,
+        azimuth=true.azimuth,
+        elevation=true.elevation,
+        fovy=true.fovy,
+        lookat_offset=true.lookat_offset,
+    )
+    h = float(spec.initial_qpos(spec.load_model())[2])
+    est = M.estimate_root_velocity(frames, small, 25.0, cam, h).mean(0)
+    np.testing.assert_allclose(est, (0.3, 0.0), atol=0.03)
+    monkeypatch.setattr(M, "_drop_overlay", lambda p0, p1: (p0, p1))  # what the estimate was before
+    biased = M.estimate_root_velocity(frames, small, 25.0, cam, h).mean(0)
+    assert np.linalg.norm(biased - (0.3, 0.0)) > 0.1, biased

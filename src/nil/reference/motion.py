@@ -40,6 +40,8 @@ MIN_GOOD_PAIRS = 0.8  # fraction of frame pairs that must give a sample, else th
 MAX_DEPTH_HEIGHTS = 6.0  # floor points farther than this many camera heights are too foreshortened to use
 STILL_SPEED = 0.05  # m/s: a reference whose mean root velocity is below this does not travel
 MASK_MARGIN_PX = 4  # robot-mask dilation: corners on the robot's outline move with the robot, not the floor
+OVERLAY_STILL_PX = 0.15  # a corner moving less than this while others move is on an overlay ...
+OVERLAY_MOVING_PX = 0.6  # ... and "others move" means at least MIN_POINTS corners move this much
 
 
 @dataclass
@@ -103,6 +105,20 @@ def _track(g0: np.ndarray, g1: np.ndarray, region: np.ndarray) -> tuple[np.ndarr
     pb, st2, _ = cv2.calcOpticalFlowPyrLK(g1, g0, p1, p1.copy(), winSize=(15, 15), maxLevel=2, criteria=crit)
     good = (st1[:, 0] == 1) & (st2[:, 0] == 1) & (np.linalg.norm((pb - p0)[:, 0], axis=1) < 0.3)
     return p0[good, 0].astype(np.float64), p1[good, 0].astype(np.float64)
+
+
+def _drop_overlay(p0: np.ndarray, p1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Without the corners that stay put while the floor slides: a watermark, logo or caption on the video.
+
+    An overlay is static in the image, so its corners pull the fit towards "not moving". They are dropped
+    only when at least MIN_POINTS other corners clearly move: in a reference whose robot stands still every
+    corner stays put, and the estimate must read about zero.
+    """
+    d = np.linalg.norm(p1 - p0, axis=1)
+    still = d < OVERLAY_STILL_PX
+    if still.any() and int((d > OVERLAY_MOVING_PX).sum()) >= MIN_POINTS:
+        return p0[~still], p1[~still]
+    return p0, p1
 
 
 def _camera_shift(geo: CameraGeometry, p0: np.ndarray, p1: np.ndarray) -> np.ndarray | None:
@@ -175,7 +191,7 @@ def estimate_root_velocity(
     pairs = range(0, t_len - step)
     for t in pairs:
         region = _floor_region(geo, masks[t] | masks[t + step])
-        p0, p1 = _track(gray[t], gray[t + step], region)
+        p0, p1 = _drop_overlay(*_track(gray[t], gray[t + step], region))
         shift = _camera_shift(geo, p0, p1) if len(p0) >= MIN_POINTS else None
         if shift is not None:
             centres.append(t + step / 2.0)
@@ -196,7 +212,7 @@ def estimate_root_velocity(
     return out.astype(np.float32)
 
 
-ROOT_VELOCITY_VERSION = 1  # bump when estimate_root_velocity's output changes for the same inputs
+ROOT_VELOCITY_VERSION = 2  # bump when estimate_root_velocity's output changes for the same inputs
 _CAMERA_FIELDS = ("width", "height", "distance", "azimuth", "elevation", "fovy", "lookat_z", "lookat_offset")
 
 
@@ -218,7 +234,10 @@ def root_velocity_cache_key(
             "masks_sha256": sha256_bytes(np.packbits(m).tobytes() + str(m.shape).encode()),
             "camera": cam,
             "root_height": float(root_height),
-            "tuning": [FLOW_DT, MIN_POINTS, MIN_GOOD_PAIRS, MAX_DEPTH_HEIGHTS, MASK_MARGIN_PX],
+            "tuning": [
+                *(FLOW_DT, MIN_POINTS, MIN_GOOD_PAIRS, MAX_DEPTH_HEIGHTS, MASK_MARGIN_PX),
+                *(OVERLAY_STILL_PX, OVERLAY_MOVING_PX),
+            ],
         }
     )
 
