@@ -81,17 +81,14 @@ def perturbed_source(robot: str, extra: list[str], root: Path, scale: int = 2) -
     from nil.paths import SkillPaths
     from nil.reference import known_answer as ka
     from nil.reference.bundle import generate_reference
-    from nil.reference.calibrate import Camera
+    from nil.reference.calibrate import Camera, camera_config_after
     from nil.reference.video import Video, read_video, write_video
 
     out = root / "perturbed.mp4"
     src_dir = root / "_source"
     cfg = robot_config(robot, 0, extra)
-    cam = ka.perturbed(Camera.of(cfg.camera))
-    c = cfg.camera
-    c.distance, c.azimuth, c.elevation, c.fovy = cam.distance, cam.azimuth, cam.elevation, cam.fovy
-    c.lookat_offset = cam.lookat_offset
-    c.width, c.height = c.width * scale, c.height * scale
+    seen = camera_config_after(cfg.camera, ka.perturbed(Camera.of(cfg.camera)))
+    cfg.camera = seen.model_copy(update={"width": seen.width * scale, "height": seen.height * scale})
     save_config(cfg, src_dir)
     generate_reference(SkillPaths(src_dir), cfg)
     if not out.exists():

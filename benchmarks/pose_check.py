@@ -32,12 +32,12 @@ def attitude(qpos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     """Print the agent's and the teacher's pose statistics."""
     from nil.config import load_config
+    from nil.evaluation.evaluate import eval_sim
     from nil.evaluation.rollout import policy_act_fn, run_episode
     from nil.paths import SkillPaths
     from nil.reference.bundle import load_teacher
     from nil.rl import load_policy
     from nil.robots import robot_from_config
-    from nil.sim import make_sim
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("skill", type=Path)
@@ -48,8 +48,7 @@ def main() -> None:
     spec = robot_from_config(cfg)
     teacher = load_teacher(paths)
     horizon = len(teacher["qpos"]) - 1
-    sim_cfg = cfg.sim.model_copy(update={"num_envs": 1, "num_workers": 0})
-    sim = make_sim(spec, sim_cfg, num_envs=1, horizon=horizon, seed=cfg.seed + 10_007)
+    sim = eval_sim(spec, cfg, horizon)
     try:
         ep = run_episode(sim, policy_act_fn(load_policy(paths, device="cpu")), rgb=False)
     finally:

@@ -446,7 +446,6 @@ def test_linked_seed_folders_share_the_cache_and_a_resegmented_seed_gets_its_own
 def test_a_static_watermark_does_not_pull_the_speed_towards_zero(menagerie_root, monkeypatch):
     """The A1 seen by issue 14's perturbed camera (near level, the floor kept) under an "AI VIDEO" stamp:
     the watermark's corners stay put while the floor slides, and they used to read as "not moving"."""
-    from dataclasses import replace
 
     import cv2
 
@@ -466,15 +465,8 @@ def test_a_static_watermark_does_not_pull_the_speed_towards_zero(menagerie_root,
     small = np.stack(
         [cv2.resize(m.astype(np.uint8), (side, side), interpolation=cv2.INTER_NEAREST) > 0 for m in masks]
     )
-    cam = replace(
-        spec.camera,
-        distance=true.distance,
-        azimuth=true.azimuth,
-        elevation=true.elevation,
-        fovy=true.fovy,
-        lookat_offset=true.lookat_offset,
-    )
-    h = float(spec.initial_qpos(spec.load_model())[2])
+    cam = true.on(spec.camera)
+    h = float(M.initial_root_pose(spec)[2])
     est = M.estimate_root_velocity(frames, small, 25.0, cam, h).mean(0)
     np.testing.assert_allclose(est, (0.3, 0.0), atol=0.03)
     monkeypatch.setattr(M, "_drop_overlay", lambda p0, p1: (p0, p1))  # what the estimate was before

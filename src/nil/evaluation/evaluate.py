@@ -36,6 +36,7 @@ from nil.evaluation.summary import print_summary
 from nil.evaluation.teacher import teacher_motion, teacher_row
 from nil.io import atomic_write_json, sha256_file, sha256_json
 from nil.paths import SkillPaths
+from nil.sim.base import BatchedSim
 
 EVAL_VERSION = 3
 BASELINES = ("random", "zero")
@@ -132,6 +133,15 @@ def video_motion(paths: SkillPaths, spec: Any, ref_masks: np.ndarray) -> tuple[f
     ]
 
 
+def eval_sim(spec: Any, cfg: SkillConfig, horizon: int) -> BatchedSim:
+    """The 1-env simulator every evaluation row runs in: the skill's backend in-process, seeded apart from
+    training, so every policy (and every caller) starts from the same initial states."""
+    from nil.sim import make_sim
+
+    sim_cfg = cfg.sim.model_copy(update={"num_envs": 1, "num_workers": 0})
+    return make_sim(spec, sim_cfg, num_envs=1, horizon=horizon, seed=cfg.seed + 10_007)
+
+
 def evaluate(
     paths: SkillPaths,
     episodes: int = DEFAULT_EPISODES,
@@ -153,7 +163,6 @@ def evaluate(
     from nil.rl import load_policy
     from nil.robots import robot_from_config
     from nil.scene.success import scene_task, task_metrics
-    from nil.sim import make_sim
 
     if episodes < 1:
         raise ConfigError(f"--episodes must be at least 1, got {episodes}")
@@ -197,7 +206,6 @@ def evaluate(
         ramp, teacher_speed = 0, float("nan")
         video_speed, warnings = video_motion(paths, spec, ref_masks)
     task = scene_task(spec)  # sitting / hanging / balancing when the skill has a scene with a task
-    sim_cfg = cfg.sim.model_copy(update={"num_envs": 1, "num_workers": 0})
 
     def task_fn(batch):
         return task_reward(batch, cfg.reward.target_speed)
@@ -221,7 +229,7 @@ def evaluate(
         bar = prog.add_task("rollouts", total=total)
         for name in names:
             # A fresh simulator with the same seed per row: every policy starts from the same initial states.
-            sim = make_sim(spec, sim_cfg, num_envs=1, horizon=horizon, seed=cfg.seed + 10_007)
+            sim = eval_sim(spec, cfg, horizon)
             try:
                 if name == "trained":
                     act = policy_act_fn(policy)

@@ -23,6 +23,7 @@ any of them trains the same, so the fit may return any.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -39,7 +40,7 @@ from nil.reference.segment.base import iou
 if TYPE_CHECKING:
     from nil.config import CameraConfig, SkillConfig
     from nil.paths import SkillPaths
-    from nil.robots.spec import RobotSpec
+    from nil.robots.spec import CameraSpec, RobotSpec
 
 COARSE_SIDE = 64
 FINE_SIDE = 112
@@ -75,6 +76,17 @@ class Camera:
         """From a CameraSpec (or anything with the same fields)."""
         off = tuple(float(v) for v in getattr(cam, "lookat_offset", (0.0, 0.0, 0.0)))
         return cls(float(cam.distance), float(cam.azimuth), float(cam.elevation), float(cam.fovy), off)  # type: ignore[arg-type]
+
+    def on(self, spec_camera: CameraSpec) -> CameraSpec:
+        """`spec_camera` looking through this camera (its image size and lookat_z kept)."""
+        return replace(
+            spec_camera,
+            distance=self.distance,
+            azimuth=self.azimuth,
+            elevation=self.elevation,
+            fovy=self.fovy,
+            lookat_offset=self.lookat_offset,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """Rounded, JSON-friendly."""
@@ -323,17 +335,16 @@ def _symmetric_ties(results: list[tuple[float, Camera]], order: list[int]) -> li
 
 def forward_preference(
     spec: RobotSpec, frames: np.ndarray, mask0: np.ndarray, fps: float, seconds: float = 1.5
-) -> Callable[[Camera], float] | None:
+) -> Callable[[Camera], float]:
     """Score a candidate camera by how well the video's floor flow, read through it, moves the robot
     along its own forward axis (+x of the root in e0): cos of the angle, in [-1, 1].
 
     A walking robot filmed by a tracking camera goes forward, so among cameras that frame 0 cannot tell
-    apart this picks the one under which the robot walks the way it faces. None when the floor cannot be
-    tracked (no tie-break; the best frame-0 fit is kept).
+    apart this picks the one under which the robot walks the way it faces. When the floor cannot be
+    tracked through the skill's own camera, every camera scores 0 and the best frame-0 fit is kept. That
+    check runs on the first score, so a robot without symmetric ties never pays for it.
     """
-    import cv2
-
-    from nil.reference.motion import estimate_root_velocity
+    from nil.reference.motion import estimate_root_velocity, initial_root_pose
 
     n = int(min(len(frames), max(4, round(seconds * fps))))
     clip = np.asarray(frames[:n])
@@ -341,27 +352,25 @@ def forward_preference(
     k = max(3, int(0.08 * max(mask0.shape)) | 1)
     robot = cv2.dilate(np.asarray(mask0, np.uint8), np.ones((k, k), np.uint8)).astype(bool)
     masks = np.repeat(robot[None], n, axis=0)
-    model = spec.load_model()
-    qpos0 = spec.initial_qpos(model)
-    adr = int(model.jnt_qposadr[model.body_jntadr[spec.root_id(model)]])
-    height = float(qpos0[adr + 2])
-    w, x, y, z = (float(v) for v in qpos0[adr + 3 : adr + 7])
+    pose = initial_root_pose(spec)
+    w, x, y, z = (float(v) for v in pose[3:7])
     heading = np.array([1 - 2 * (y * y + z * z), 2 * (x * y + w * z)])  # the root's x axis, on the floor
     heading /= max(float(np.linalg.norm(heading)), 1e-9)
 
     def velocity(cam: Camera) -> np.ndarray:
-        c = cam
-        spec_cam = replace(
-            spec.camera,
-            distance=c.distance,
-            azimuth=c.azimuth,
-            elevation=c.elevation,
-            fovy=c.fovy,
-            lookat_offset=c.lookat_offset,
-        )
-        return estimate_root_velocity(clip, masks, fps, spec_cam, height).mean(axis=0)
+        return estimate_root_velocity(clip, masks, fps, cam.on(spec.camera), float(pose[2])).mean(axis=0)
+
+    @functools.cache
+    def floor_trackable() -> bool:
+        try:
+            velocity(Camera.of(spec.camera))
+        except VideoError:
+            return False
+        return True
 
     def score(cam: Camera) -> float:
+        if not floor_trackable():
+            return 0.0
         try:
             v = velocity(cam)
         except VideoError:
@@ -369,10 +378,6 @@ def forward_preference(
         speed = float(np.linalg.norm(v))
         return float(v @ heading) / speed if speed > 1e-6 else 0.0
 
-    try:
-        velocity(Camera.of(spec.camera))  # a floor that cannot be tracked at all: no tie-break
-    except VideoError:
-        return None
     return score
 
 
@@ -428,9 +433,7 @@ def calibrate_frame(
     fg = find_robot(frame, sam2=sam2 if sam2 is not None else sam2_if_available(cfg))
     t_fg = time.perf_counter() - t0
     spec = robot_from_config(cfg)
-    prefer = None
-    if frames is not None and fps:
-        prefer = forward_preference(spec, frames, fg.mask, float(fps))
+    prefer = forward_preference(spec, frames, fg.mask, float(fps)) if frames is not None and fps else None
     fit = fit_camera(spec, fg.mask, Camera.of(spec.camera), prefer=prefer)
     new_cam = camera_config_after(cfg.camera, fit.camera)
     threshold = float(cfg.camera.calibrate_min_iou)

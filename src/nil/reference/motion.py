@@ -286,6 +286,13 @@ def _write_cached_velocity(path: Path, key: str, vel: np.ndarray | None, error: 
         log.warning("could not write %s (%s); the root velocity will be recomputed next time", path, e)
 
 
+def initial_root_pose(spec: RobotSpec) -> np.ndarray:
+    """[7] the root free joint's qpos in e0: position (z sets the floor-flow scale) and quaternion."""
+    model = spec.load_model()
+    adr = int(model.jnt_qposadr[model.body_jntadr[spec.root_id(model)]])
+    return np.asarray(spec.initial_qpos(model)[adr : adr + 7], dtype=np.float64)
+
+
 def reference_root_velocity(
     paths: SkillPaths, spec: RobotSpec, masks: np.ndarray | None = None
 ) -> np.ndarray:
@@ -302,11 +309,7 @@ def reference_root_velocity(
     if not paths.retimed.is_file():
         raise VideoError(f"video file not found: {paths.retimed}; run `nil generate {paths.root}`")
     masks = load_masks(paths) if masks is None else np.asarray(masks, dtype=bool)
-    model = spec.load_model()
-    qpos0 = spec.initial_qpos(model)
-    root = spec.root_id(model)
-    adr = int(model.jnt_qposadr[model.body_jntadr[root]])
-    root_height = float(qpos0[adr + 2])
+    root_height = float(initial_root_pose(spec)[2])
     key = root_velocity_cache_key(sha256_file(paths.retimed), masks, spec.camera, root_height)
     cached = _read_cached_velocity(paths.root_velocity, key, len(masks))
     if isinstance(cached, str):
