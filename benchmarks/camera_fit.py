@@ -80,7 +80,7 @@ def run(robot: str, background: str, size: int, frames: int, root: Path) -> dict
         return {"robot": robot, "background": background, "size": size, "fg_iou": fg_iou, "stopped": str(e)}
     t_generate = time.perf_counter() - t0
     cal = meta["calibration"]
-    fit = Camera(**{**cal["camera_after"], "lookat_offset": tuple(cal["camera_after"]["lookat_offset"])})
+    fit = Camera.from_dict(cal["camera_after"])
     try:
         segment_reference(paths, cfg)
     except NilError as e:
@@ -98,20 +98,16 @@ def run(robot: str, background: str, size: int, frames: int, root: Path) -> dict
     except SegmentationError:  # a hard failure (the mask vanishes or fills the frame): no masks at all
         iou_before = float("nan")
 
-    fx, fy = ka.root_in_image(fit, spec)
-    tx, ty = ka.root_in_image(true, spec)
+    errors = ka.fit_errors(
+        fit, true, spec, SYMMETRY.get(robot, 360.0)
+    )  # az_err_360: the floor picks the side
+    errors.pop("fovy_err")
     return {
         "robot": robot,
         "background": background,
         "size": size,
-        "az_err": ka.azimuth_error(fit.azimuth, true.azimuth, SYMMETRY.get(robot, 360.0)),
-        # not modulo the symmetry: the floor's motion picks the side (calibrate.forward_preference)
-        "az_err_360": ka.azimuth_error(fit.azimuth, true.azimuth, 360.0),
-        "el_err": abs(fit.elevation - true.elevation),
-        "size_err": abs(ka.apparent_size(fit) / ka.apparent_size(true) - 1),
-        "dist_err": abs(fit.distance / true.distance - 1),
+        **errors,
         "fovy": fit.fovy,
-        "root_err": max(abs(fx - tx), abs(fy - ty)),
         "fg_iou": fg_iou,
         "fit_iou_before": cal["iou_before"],
         "fit_iou_after": cal["iou_after"],

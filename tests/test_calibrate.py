@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -128,6 +129,36 @@ def _skill(tmp_path, robot: str, background: str, side: int = 160, T: int = 36, 
     return paths, cfg, spec, true
 
 
+def test_fit_errors_measure_each_parameter():
+    spec = _spec_for_errors()
+    true = ka.perturbed(Camera.of(spec.camera))
+    assert all(v == pytest.approx(0.0) for v in ka.fit_errors(true, true, spec).values())
+    off = replace(
+        true, azimuth=true.azimuth + 95.0, elevation=true.elevation - 3.0, distance=true.distance * 1.2
+    )
+    err = ka.fit_errors(off, true, spec, 90.0)
+    assert err["az_err"] == pytest.approx(5.0) and err["az_err_360"] == pytest.approx(95.0)
+    assert err["el_err"] == pytest.approx(3.0) and err["dist_err"] == pytest.approx(0.2)
+    assert err["size_err"] == pytest.approx(0.2) and err["fovy_err"] == 0.0
+
+
+def _spec_for_errors():
+    from nil.robots import robot_from_config
+
+    return robot_from_config(parse_config({"robot": {"name": "ant"}, "camera": {"width": 64, "height": 64}}))
+
+
+def assert_within_stated_tolerances(err: dict[str, float], fovy_deg: float) -> None:
+    """The camera fit's stated tolerances (docs/benchmarks.md, "Camera fit"): azimuth +-5 deg (mod the
+    robot's symmetry), elevation +-5 deg, apparent size d*tan(fovy/2) +-10 %, the root's image position
+    +-2 % of the frame, and fovy within `fovy_deg`."""
+    assert err["az_err"] <= 5.0, err
+    assert err["el_err"] <= 5.0, err
+    assert err["size_err"] <= 0.10, err
+    assert err["root_err"] <= 0.02, err
+    assert err["fovy_err"] <= fovy_deg, err
+
+
 @pytest.mark.parametrize(
     ("robot", "background", "period"), [("ant", "gradient", 90.0), ("unitree_a1", "tiles", 360.0)]
 )
@@ -141,17 +172,10 @@ def test_known_answer_camera_fit_and_masks(tmp_path, robot, background, period, 
     default = Camera.of(spec.camera)
     meta = generate_reference(paths, cfg)
     cal = meta["calibration"]
-    fit = Camera(**{**cal["camera_after"], "lookat_offset": tuple(cal["camera_after"]["lookat_offset"])})
-    # stated tolerances (docs/benchmarks.md, "Camera fit"): azimuth +-5 deg (mod the robot's symmetry),
-    # elevation +-5 deg, apparent size d*tan(fovy/2) +-10 %, the root's image position +-2 % of the frame,
-    # fovy +-12 deg (distance and fovy trade almost exactly, so each alone is weakly observed)
-    assert ka.azimuth_error(fit.azimuth, true.azimuth, period) <= 5.0
-    assert abs(fit.elevation - true.elevation) <= 5.0
-    assert abs(ka.apparent_size(fit) / ka.apparent_size(true) - 1) <= 0.10
-    fx, fy = ka.root_in_image(fit, spec)
-    tx, ty = ka.root_in_image(true, spec)
-    assert abs(fx - tx) <= 0.02 and abs(fy - ty) <= 0.02
-    assert abs(fit.fovy - true.fovy) <= 12.0
+    fit = Camera.from_dict(cal["camera_after"])
+    # stated tolerances (docs/benchmarks.md, "Camera fit"); fovy +-12 deg (distance and fovy trade almost
+    # exactly, so each alone is weakly observed)
+    assert_within_stated_tolerances(ka.fit_errors(fit, true, spec, period), fovy_deg=12.0)
     assert cal["iou_after"] >= 0.8 and cal["iou_before"] < 0.3 and cal["passed"]
     assert cal["camera_before"]["azimuth"] == pytest.approx(default.azimuth)
     # the fitted camera is the skill's camera now, on disk and in the caller's config; e0/m0 from it

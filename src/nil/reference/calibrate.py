@@ -77,6 +77,11 @@ class Camera:
         off = tuple(float(v) for v in getattr(cam, "lookat_offset", (0.0, 0.0, 0.0)))
         return cls(float(cam.distance), float(cam.azimuth), float(cam.elevation), float(cam.fovy), off)  # type: ignore[arg-type]
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Camera:
+        """From `as_dict`'s output (a calibration record in meta.json)."""
+        return cls(**{**d, "lookat_offset": tuple(float(v) for v in d["lookat_offset"])})
+
     def on(self, spec_camera: CameraSpec) -> CameraSpec:
         """`spec_camera` looking through this camera (its image size and lookat_z kept)."""
         return replace(

@@ -148,3 +148,22 @@ def root_in_image(cam: Camera, spec: RobotSpec) -> tuple[float, float]:
     depth = cam.distance + float(rel @ fwd)
     half = math.tan(math.radians(cam.fovy) / 2.0) * depth
     return float(rel @ right) / (2 * half), -float(rel @ up) / (2 * half)
+
+
+def fit_errors(fit: Camera, true: Camera, spec: RobotSpec, period: float = 360.0) -> dict[str, float]:
+    """How far a fitted camera is from the true one, in the terms the stated tolerances use.
+
+    az_err modulo `period` (the robot's symmetry; az_err_360 over the full circle), el_err and fovy_err in
+    degrees, size_err and dist_err as fractions, root_err: where the root appears, in frame fractions.
+    """
+    fx, fy = root_in_image(fit, spec)
+    tx, ty = root_in_image(true, spec)
+    return {
+        "az_err": azimuth_error(fit.azimuth, true.azimuth, period),
+        "az_err_360": azimuth_error(fit.azimuth, true.azimuth, 360.0),
+        "el_err": abs(fit.elevation - true.elevation),
+        "size_err": abs(apparent_size(fit) / apparent_size(true) - 1),
+        "dist_err": abs(fit.distance / true.distance - 1),
+        "fovy_err": abs(fit.fovy - true.fovy),
+        "root_err": max(abs(fx - tx), abs(fy - ty)),
+    }
