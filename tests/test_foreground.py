@@ -147,3 +147,20 @@ def test_the_floors_motion_picks_the_side_a_symmetric_robot_is_filmed_from(tmp_p
     assert ka.azimuth_error(az, true.azimuth, 360.0) <= 10.0, az  # not modulo the ant's symmetry
     picked = next(c for c in entry["candidates"] if c.get("picked"))
     assert picked["motion_score"] == max(c["motion_score"] for c in ties) > 0.8
+
+
+def test_a_floor_that_does_not_move_casts_no_vote_between_symmetric_fits():
+    """A still textured background pasted behind the robot reads ~1e-4 m/s through any camera: its sign is
+    noise, so every candidate scores 0 (below motion.STILL_SPEED) and the frame-0 fit decides alone."""
+    from nil.reference.calibrate import forward_preference
+
+    side = 96
+    spec = _spec("ant", side)
+    true = ka.perturbed(Camera.of(spec.camera))
+    rgb, masks = ka.render_clip(spec, true, hw=(side, side), num_frames=40, fps=25.0)
+    still = forward_preference(spec, ka.restyle(rgb, masks, "tiles"), masks[0], 25.0)
+    moving = forward_preference(spec, ka.restyle(rgb, masks, "scene"), masks[0], 25.0)
+    for turn in (0.0, 90.0, 180.0, 270.0):
+        cam = Camera(true.distance, true.azimuth + turn, true.elevation, true.fovy, true.lookat_offset)
+        assert still(cam) == 0.0, turn
+    assert moving(true) > 0.8  # the same clip on the simulator's floor does vote, for the true side

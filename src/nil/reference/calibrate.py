@@ -346,10 +346,11 @@ def forward_preference(
 
     A walking robot filmed by a tracking camera goes forward, so among cameras that frame 0 cannot tell
     apart this picks the one under which the robot walks the way it faces. When the floor cannot be
-    tracked through the skill's own camera, every camera scores 0 and the best frame-0 fit is kept. That
-    check runs on the first score, so a robot without symmetric ties never pays for it.
+    tracked through the skill's own camera, or reads slower than `motion.STILL_SPEED` through a candidate,
+    that camera scores 0 and the best frame-0 fit is kept. The trackability check runs on the first score,
+    so a robot without symmetric ties never pays for it.
     """
-    from nil.reference.motion import estimate_root_velocity, initial_root_pose
+    from nil.reference.motion import STILL_SPEED, estimate_root_velocity, initial_root_pose
 
     n = int(min(len(frames), max(4, round(seconds * fps))))
     clip = np.asarray(frames[:n])
@@ -381,7 +382,9 @@ def forward_preference(
         except VideoError:
             return 0.0
         speed = float(np.linalg.norm(v))
-        return float(v @ heading) / speed if speed > 1e-6 else 0.0
+        # a floor read as (nearly) still, e.g. a background pasted behind the robot, has no direction:
+        # below STILL_SPEED its sign is noise and must not pick between symmetric fits
+        return float(v @ heading) / speed if speed >= STILL_SPEED else 0.0
 
     return score
 
