@@ -352,6 +352,10 @@ def task_preset(robot: str, skill: str, generator: str = "synthetic") -> dict[st
         return {}
     task, kind, words = found
     out: dict[str, Any] = {"scene": {"objects": [{"kind": kind}], "task": task}}
+    # these skills neither travel nor repeat: the speed cue and the gait clock (on in the demo preset)
+    # would stop the run on such a reference, so a task preset turns them off over any preset
+    out["reward"] = {"speed_weight": 0.0}
+    out["rl"] = {"gait_clock": False}
     if words.split()[-1] not in skill.lower():
         out["prompt_template"] = "The {robot} agent is {skill} " + words + ", camera follows the agent."
     if generator == "synthetic" and robot in TASK_ROBOTS and task == "balancing":
