@@ -370,6 +370,9 @@ class RewardConfig(_Strict):
     foot_slip_coef: float = Field(default=0.25, ge=0)
     tilt_coef: float = Field(default=1.0, ge=0)
     tilt_form: Literal["one_minus_up", "angle_sq"] = "one_minus_up"
+    # beyond the paper: a side-on camera cannot see the robot lean sideways, so the video cannot say how
+    # much it should; this penalises the root's roll alone (added to reg_tilt), leaving pitch to the video
+    roll_coef: float = Field(default=0.0, ge=0)
     iou_empty: float = Field(default=1.0, ge=0, le=1)  # S_M when agent and reference masks are both empty
     nonfinite_reward: float | None = (
         None  # None: raise on a non-finite reward; a value: use it for sim-flagged envs

@@ -273,6 +273,8 @@ class NILReward:
         raw["reg_joint_vel"] = T.reg_joint_vel(batch.joint_vel, cfg.joint_vel_coef)
         raw["reg_foot_slip"] = T.reg_foot_slip(batch.foot_vel_xy, batch.foot_contact, cfg.foot_slip_coef)
         raw["reg_tilt"] = T.reg_tilt(batch.torso_up_z, cfg.tilt_coef, cfg.tilt_form)
+        if cfg.roll_coef > 0:  # the free root's quaternion: every NIL robot is a floating base
+            raw["reg_tilt"] = raw["reg_tilt"] + T.reg_roll(batch.qpos[:, 3:7], cfg.roll_coef)
         raw["reg"] = sum(raw[k] for k in REG_TERMS)  # type: ignore[assignment]
         for k in (*REG_TERMS, "reg"):
             weighted[k] = cfg.eta * raw[k]

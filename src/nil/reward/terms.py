@@ -119,6 +119,17 @@ def reg_tilt(torso_up_z: torch.Tensor, coef: float, form: str = "one_minus_up") 
     raise ValueError(f"unknown tilt form {form!r}; use one_minus_up or angle_sq")
 
 
+def reg_roll(root_quat: torch.Tensor, coef: float) -> torch.Tensor:
+    """-c * (1 - cos(roll)), roll = how far the root's lateral (y) axis leans out of the floor plane.
+
+    Pitch and heading leave it at 0; for a pure roll it equals `reg_tilt`'s one_minus_up. root_quat is the
+    free root's (w, x, y, z) from qpos[:, 3:7].
+    """
+    w, x, y, z = root_quat.float().unbind(-1)
+    s = (2.0 * (y * z + w * x)).clamp(-1.0, 1.0)  # world-z component of the root's y axis = sin(roll)
+    return -coef * (1.0 - torch.sqrt(1.0 - s.square()))
+
+
 def tolerance_linear(x: torch.Tensor, lower: float, upper: float, margin: float) -> torch.Tensor:
     """dm_control's tolerance with a linear sigmoid and value 0 at the margin: 1 inside [lower, upper]."""
     dist = (lower - x).clamp_min(0.0) + (x - upper).clamp_min(0.0)  # 0 inside, distance to the bound outside
