@@ -594,15 +594,11 @@ def test_roll_penalty_sees_a_sideways_lean_and_not_a_forward_one():
 
     b = make_batch()
     b.qpos[:, 3:7] = roll
-    off = NILReward(
-        RewardConfig(use_video=False), ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu"
-    )
-    on = NILReward(
-        RewardConfig(use_video=False, roll_coef=2.0),
-        ref_masks=ref_masks(),
-        num_envs=3,
-        action_dim=4,
-        device="cpu",
+    off, on = (
+        NILReward(
+            RewardConfig(use_video=False, roll_coef=c), ref_masks(), num_envs=3, action_dim=4, device="cpu"
+        )
+        for c in (0.0, 2.0)
     )
     gap = on(b).terms["raw/reg_tilt"] - off(b).terms["raw/reg_tilt"]
     assert torch.allclose(gap, torch.full((3,), -2.0 * (1 - math.cos(0.4))), atol=1e-5)
