@@ -596,7 +596,11 @@ def test_roll_penalty_sees_a_sideways_lean_and_not_a_forward_one():
     b.qpos[:, 3:7] = roll
     off, on = (
         NILReward(
-            RewardConfig(use_video=False, roll_coef=c), ref_masks(), num_envs=3, action_dim=4, device="cpu"
+            RewardConfig(use_video=False, roll_coef=c),
+            ref_masks=ref_masks(),
+            num_envs=3,
+            action_dim=4,
+            device="cpu",
         )
         for c in (0.0, 2.0)
     )
