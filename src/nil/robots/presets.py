@@ -352,9 +352,9 @@ def task_preset(robot: str, skill: str, generator: str = "synthetic") -> dict[st
         return {}
     task, kind, words = found
     out: dict[str, Any] = {"scene": {"objects": [{"kind": kind}], "task": task}}
-    # these skills neither travel nor repeat: the speed cue and the gait clock (on in the demo preset)
-    # would stop the run on such a reference, so a task preset turns them off over any preset
-    out["reward"] = {"speed_weight": 0.0}
+    # these skills do not repeat: the gait clock (on in the demo preset) would stop the run on such a
+    # reference, so a task preset turns it off over any preset. The speed cue stays: the floor's flow
+    # reads the sitting teacher's 0.5 m step back to the chair (IoU under a tracking camera cannot)
     out["rl"] = {"gait_clock": False}
     if words.split()[-1] not in skill.lower():
         out["prompt_template"] = "The {robot} agent is {skill} " + words + ", camera follows the agent."
