@@ -5,6 +5,7 @@ Rolls the skill's policy for one deterministic episode in the evaluation simulat
 the ground truth in reference/teacher.npz (evaluation only; a synthetic or user-supplied teacher).
 
     python benchmarks/pose_check.py runs/a1/seed0
+    python benchmarks/pose_check.py runs/h1_sit/seed0 --trace 5   # + per-episode traces
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("skill", type=Path)
     ap.add_argument("--skip", type=int, default=10, help="steps of start-up left out of the statistics")
+    ap.add_argument(
+        "--trace",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print N episodes' root height, roll, pitch and x every 5 steps (where a sit or fall goes)",
+    )
     args = ap.parse_args()
     paths = SkillPaths(args.skill)
     cfg = load_config(paths.config)
@@ -49,10 +57,23 @@ def main() -> None:
     teacher = load_teacher(paths)
     horizon = len(teacher["qpos"]) - 1
     sim = eval_sim(spec, cfg, horizon)
+    act = policy_act_fn(load_policy(paths, device="cpu"))
     try:
-        ep = run_episode(sim, policy_act_fn(load_policy(paths, device="cpu")), rgb=False)
+        ep = run_episode(sim, act, rgb=False)
+        traces = (
+            [ep, *(run_episode(sim, act, rgb=False) for _ in range(args.trace - 1))] if args.trace else []
+        )
     finally:
         sim.close()
+    for i, e in enumerate([None, *traces]):
+        q = np.asarray(teacher["qpos"], np.float64) if e is None else e.qpos
+        if not traces:
+            break
+        roll, pitch = attitude(q)
+        head = "teacher" if e is None else f"episode {i - 1} ({e.length} steps{', fell' if e.fell else ''})"
+        print(head)
+        for label, v in (("height", q[:, 2]), ("roll", roll), ("pitch", pitch), ("x", q[:, 0])):
+            print(f"  {label:6s} {np.round(v[::5], 2 if label in ('height', 'x') else 0).tolist()}")
     k = args.skip
     rows = (("agent", ep.qpos), ("teacher", np.asarray(teacher["qpos"], np.float64)[: len(ep.qpos)]))
     for name, q in rows:
