@@ -127,6 +127,9 @@ def test_sitting_success_on_known_states(menagerie_root):
     assert sat.task_return > standing.task_return * len(q) / 20
     flat = task_metrics(spec, q)
     assert flat["task_success"] == 1.0 and "task_seat_contact" in flat
+    # the same states cut short by the fall rule are no success (the measures stay what they were)
+    fell = task_metrics(spec, q, fell=True)
+    assert fell["task_success"] == 0.0 and fell["task_seat_contact"] == flat["task_seat_contact"]
 
 
 def test_balancing_and_hanging_measures_on_known_states(menagerie_root):

@@ -262,7 +262,7 @@ def evaluate(
                         teacher_root=None if teacher is None else teacher.get("root_pos"),
                         ramp=ramp,
                     )
-                    m.update(task_metrics(spec, ep.qpos))  # scene tasks: success measures (nil.scene)
+                    m.update(task_metrics(spec, ep.qpos, ep.fell))  # scene tasks: success (nil.scene)
                     eps.append(m)
                     if k == 0:
                         first[name] = ep

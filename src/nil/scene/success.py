@@ -179,13 +179,17 @@ def score_episodes(spec: RobotSpec, episodes: list[np.ndarray], task: str | None
     }
 
 
-def task_metrics(spec: RobotSpec, qpos: np.ndarray) -> dict[str, float]:
-    """Flat metrics of one episode for metrics.json ({} without a scene task): task_success, ..."""
+def task_metrics(spec: RobotSpec, qpos: np.ndarray, fell: bool = False) -> dict[str, float]:
+    """Flat metrics of one episode for metrics.json ({} without a scene task): task_success, ...
+
+    An episode the fall rule ended is no success, however its last steps score: a robot that sits and
+    then slides off the seat below the fall height was "held" for the steps it had left.
+    """
     if scene_task(spec) is None:
         return {}
     s = score_episode(spec, qpos)
     return {
-        "task_success": float(s.success),
+        "task_success": float(s.success and not fell),
         "task_success_rate": s.success_rate,
         "task_env_return": s.task_return,
         **{f"task_{k}": v for k, v in s.measures.items()},
