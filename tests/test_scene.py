@@ -175,7 +175,7 @@ def test_task_presets_pick_the_scene_and_name_the_object(menagerie_root):
     assert hang.scene.task == "hanging" and "horizontal bar" in hang.prompt("G1")
     assert len(hang.generator.keyframes[1]) == 29
     demo = build_config(robot="unitree_h1", skill="sitting on a chair", preset="demo")
-    assert demo.rl.gait_clock is False and demo.reward.speed_weight == 1.0  # no gait to clock; it travels
+    assert demo.rl.gait_clock is False and demo.reward.speed_weight == 0.0  # no gait; the cue did not help
     walk = build_config(robot="unitree_h1", skill="walking")
     assert walk.scene.objects == [] and walk.generator.teacher == "cpg"
     assert build_config(robot="unitree_h1", skill="walking", preset="demo").rl.gait_clock is True
