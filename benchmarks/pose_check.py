@@ -65,17 +65,20 @@ def main() -> None:
         )
     finally:
         sim.close()
-    for i, e in enumerate([None, *traces]):
-        q = np.asarray(teacher["qpos"], np.float64) if e is None else e.qpos
-        if not traces:
-            break
-        roll, pitch = attitude(q)
-        head = "teacher" if e is None else f"episode {i - 1} ({e.length} steps{', fell' if e.fell else ''})"
-        print(head)
-        for label, v in (("height", q[:, 2]), ("roll", roll), ("pitch", pitch), ("x", q[:, 0])):
-            print(f"  {label:6s} {np.round(v[::5], 2 if label in ('height', 'x') else 0).tolist()}")
+    teacher_q = np.asarray(teacher["qpos"], np.float64)
+    if traces:
+        shown = [("teacher", teacher_q)]
+        shown += [
+            (f"episode {i} ({e.length} steps{', fell' if e.fell else ''})", e.qpos)
+            for i, e in enumerate(traces)
+        ]
+        for head, q in shown:
+            roll, pitch = attitude(q)
+            print(head)
+            for label, v in (("height", q[:, 2]), ("roll", roll), ("pitch", pitch), ("x", q[:, 0])):
+                print(f"  {label:6s} {np.round(v[::5], 2 if label in ('height', 'x') else 0).tolist()}")
     k = args.skip
-    rows = (("agent", ep.qpos), ("teacher", np.asarray(teacher["qpos"], np.float64)[: len(ep.qpos)]))
+    rows = (("agent", ep.qpos), ("teacher", teacher_q[: len(ep.qpos)]))
     for name, q in rows:
         roll, pitch = attitude(q)
         print(

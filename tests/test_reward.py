@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -568,32 +569,27 @@ def test_roll_penalty_sees_a_sideways_lean_and_not_a_forward_one():
     """reward.roll_coef: a pure roll pays 1 - cos(roll) (as one_minus_up would), a pure pitch and any
     heading pay nothing; off (0) the reward is the paper's."""
 
-    def quat(axis: str, angle: float) -> torch.Tensor:
-        h = angle / 2
-        v = {"x": (math.sin(h), 0.0, 0.0), "y": (0.0, math.sin(h), 0.0), "z": (0.0, 0.0, math.sin(h))}[axis]
-        return torch.tensor([[math.cos(h), *v]])
+    import mujoco
 
-    roll, pitch, yaw = quat("x", 0.4), quat("y", 0.4), quat("z", 1.3)
-    assert T.reg_roll(roll, 2.0).item() == pytest.approx(-2.0 * (1 - math.cos(0.4)), rel=1e-5)
-    assert T.reg_roll(pitch, 2.0).item() == pytest.approx(0.0, abs=1e-7)
-    assert T.reg_roll(yaw, 2.0).item() == pytest.approx(0.0, abs=1e-7)
+    def quat(axis: tuple[float, float, float], angle: float) -> np.ndarray:
+        q = np.zeros(4)
+        mujoco.mju_axisAngle2Quat(q, np.asarray(axis, np.float64), angle)
+        return q
+
+    def t(q: np.ndarray) -> torch.Tensor:
+        return torch.tensor(q[None], dtype=torch.float32)
+
+    roll, pitch, yaw = quat((1, 0, 0), 0.4), quat((0, 1, 0), 0.4), quat((0, 0, 1), 1.3)
+    assert T.reg_roll(t(roll), 2.0).item() == pytest.approx(-2.0 * (1 - math.cos(0.4)), rel=1e-5)
+    assert T.reg_roll(t(pitch), 2.0).item() == pytest.approx(0.0, abs=1e-7)
+    assert T.reg_roll(t(yaw), 2.0).item() == pytest.approx(0.0, abs=1e-7)
     # roll about the heading after a turn: the same lean, the same penalty
-    w1, x1, y1, z1 = yaw[0].tolist()
-    w2, x2, y2, z2 = roll[0].tolist()
-    turned = torch.tensor(
-        [
-            [  # yaw * roll (Hamilton product)
-                w1 * w2 - x1 * x2 - y1 * y2 - z1 * z2,
-                w1 * x2 + x1 * w2 + y1 * z2 - z1 * y2,
-                w1 * y2 - x1 * z2 + y1 * w2 + z1 * x2,
-                w1 * z2 + x1 * y2 - y1 * x2 + z1 * w2,
-            ]
-        ]
-    )
-    assert T.reg_roll(turned, 2.0).item() == pytest.approx(T.reg_roll(roll, 2.0).item(), rel=1e-5)
+    turned = np.zeros(4)
+    mujoco.mju_mulQuat(turned, yaw, roll)
+    assert T.reg_roll(t(turned), 2.0).item() == pytest.approx(T.reg_roll(t(roll), 2.0).item(), rel=1e-5)
 
     b = make_batch()
-    b.qpos[:, 3:7] = roll
+    b.qpos[:, 3:7] = t(roll)
     off, on = (
         NILReward(
             RewardConfig(use_video=False, roll_coef=c),
