@@ -362,3 +362,14 @@ def test_gpu_init_writes_the_robot_and_model_values(menagerie_root: Path) -> Non
     assert (g.num_frames, g.fps, g.guidance) == (49, 8.0, 6.0)  # CogVideoX's native length, rate, guidance
     nulls = _nulls(config_to_dict(cfg)) - NULL_OK
     assert nulls == {"generator.revision", "generator.height", "generator.width", "generator.negative_prompt"}
+
+
+def test_fixed_camera_refuses_the_floor_flow_speed_cue() -> None:
+    """The speed cue reads the root's motion from a camera that rides on it; a fixed camera has no such
+    floor flow, so the pair is a one-line error naming both settings, not a cue that silently reads 0."""
+    cfg = parse_config({"camera": {"track": "fixed"}, "reward": {"speed_weight": 0.0}})
+    assert cfg.camera.track == "fixed"
+    with pytest.raises(ConfigError, match=r"reward\.speed_weight.*camera\.track"):
+        parse_config({"camera": {"track": "fixed"}, "reward": {"speed_weight": 1.0}})
+    with pytest.raises(ConfigError, match=r"camera\.track"):
+        parse_config({"camera": {"track": "follow"}})

@@ -366,3 +366,40 @@ def test_foot_without_load_is_not_in_contact(ant) -> None:
         assert (d.ncon > 0) == any_contacts
         assert not bufs["foot_contact"][0].any() and (bufs["foot_force"][0] == 0).all()
     group.close()
+
+
+def test_fixed_camera_shows_the_root_moving_and_a_tracking_one_does_not(ant) -> None:
+    """camera.track: fixed (beyond the paper) looks at the root's initial position: a root moved 0.4 m
+    along +x (the image's right at azimuth 90) moves the mask right; the tracking camera's mask does not
+    move at all (the translation blindness the fixed camera is for)."""
+    import dataclasses
+
+    from nil.sim.render import RobotRenderer, camera_anchor
+
+    def masks(track: str) -> tuple[np.ndarray, np.ndarray]:
+        cam = dataclasses.replace(ant.camera, width=64, height=64, track=track)
+        spec = dataclasses.replace(ant, camera=cam)
+        model = spec.load_model()
+        d = mujoco.MjData(model)
+        d.qpos[:] = spec.initial_qpos(model)
+        mujoco.mj_forward(model, d)
+        with RobotRenderer(model, spec) as r:
+            _, before = r.render(d)
+            d.qpos[0] += 0.4
+            mujoco.mj_forward(model, d)
+            _, after = r.render(d)
+        return before, after
+
+    def centre_x(m: np.ndarray) -> float:
+        return float(np.nonzero(m)[1].mean())
+
+    still, moved = masks("root")
+    assert still.sum() >= 30 and np.array_equal(still, moved)
+    fixed_before, fixed_after = masks("fixed")
+    assert np.array_equal(fixed_before, still)  # at the initial pose both cameras see the same
+    assert centre_x(fixed_after) - centre_x(fixed_before) > 3.0  # measured +7.5 px at 64 px
+    model = ant.load_model()
+    assert camera_anchor(ant, model) is None
+    fixed = dataclasses.replace(ant, camera=dataclasses.replace(ant.camera, track="fixed"))
+    anchor = camera_anchor(fixed, model)
+    assert anchor is not None and np.allclose(anchor, fixed.initial_qpos(model)[:3])

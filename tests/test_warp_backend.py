@@ -370,3 +370,35 @@ def test_fitted_camera_renders_as_the_cpu_backend():
         r.set_camera(**dataclasses.asdict(default))
         _, preset_mask = r.render(d)
     assert iou(preset_mask, warp_mask) <= 0.3  # measured 0.07
+
+
+def test_fixed_camera_renders_as_the_cpu_backend():
+    """camera.track: fixed on Warp gives the CPU backend's mask after the root has moved, and differs from
+    the tracking camera's mask there (so a Warp kernel that ignored the switch would fail)."""
+    from nil.sim.render import RobotRenderer
+
+    base = _spec()
+    masks = {}
+    for track in ("fixed", "root"):
+        spec = dataclasses.replace(base, camera=dataclasses.replace(base.camera, track=track))
+        cfg = SimConfig(backend="warp", device="cpu", num_envs=1, reset_noise=0.0)
+        with WarpSim(spec, cfg, horizon=40, seed=5) as sim:
+            sim.reset()
+            for a in _actions(7, 25, sim.action_dim)[:, :1]:
+                b = sim.step(a)
+            masks[track] = b.mask[0].numpy()
+            qpos, qvel = b.qpos[0].double().numpy(), b.qvel[0].double().numpy()
+        if track == "fixed":
+            model = spec.load_model()
+            d = mujoco.MjData(model)
+            d.qpos[:], d.qvel[:] = qpos, qvel
+            mujoco.mj_forward(model, d)
+            with RobotRenderer(model, spec) as r:
+                _, cpu_mask = r.render(d)
+
+    def iou(a: np.ndarray, c: np.ndarray) -> float:
+        return float((a & c).sum() / max((a | c).sum(), 1))
+
+    assert cpu_mask.sum() >= 30
+    assert iou(masks["fixed"], cpu_mask) >= 0.95
+    assert iou(masks["fixed"], masks["root"]) <= 0.9

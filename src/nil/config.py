@@ -178,6 +178,10 @@ class CameraConfig(_Strict):
     background: tuple[int, int, int] = (255, 255, 255)  # flat colour that replaces the background in e0
     # world offset (m) of the look-at point from the root (+ the preset's height); a fitted camera sets it
     lookat_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # beyond the paper: "fixed" looks at the root's initial position for the whole episode instead of
+    # following it, so the masks show where the robot moved (a tracking camera hides every translation);
+    # for skills done in place (sitting, balancing). "root" is the paper's "camera follows the agent".
+    track: Literal["root", "fixed"] = "root"
     # beyond the paper: fit this camera to an imported/generated video's frame 0 (`nil calibrate`)
     calibrate: bool = False
     calibrate_min_iou: float = Field(default=0.7, ge=0, le=1)  # a fit below this IoU stops the pipeline
@@ -621,6 +625,16 @@ class SkillConfig(_Strict):
         except (KeyError, IndexError, ValueError) as e:
             raise ValueError(f"prompt_template may only use {{robot}} and {{skill}} ({e})") from e
         return v
+
+    @model_validator(mode="after")
+    def _speed_cue_needs_tracking(self) -> SkillConfig:
+        if self.camera.track == "fixed" and self.reward.speed_weight > 0:
+            raise ValueError(
+                "reward.speed_weight > 0 reads the root's motion from the floor flow under a camera that "
+                "follows the root; with camera.track: fixed set reward.speed_weight: 0 (the masks show the "
+                "motion there) or camera.track: root"
+            )
+        return self
 
     def prompt(self, robot_description: str) -> str:
         """The text prompt given to the video model."""

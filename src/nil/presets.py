@@ -63,7 +63,7 @@ def merge_values(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 BEYOND_PAPER: dict[str, dict[str, Any]] = {
     "reward": {"iou_window": 0, "speed_weight": 0.0, "roll_coef": 0.0},
     "rl": {"critic_layernorm": False, "n_step": 1, "obs_prev_action": False, "gait_clock": False},
-    "camera": {"calibrate": False},
+    "camera": {"calibrate": False, "track": "root"},
 }
 
 # The CPU preset: S_V off (TimeSformer-base is ~0.35 clips/s on CPU), a small SAC, the CPU simulator.

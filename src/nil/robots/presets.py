@@ -242,6 +242,7 @@ def get_robot(
                 cam_values[key] = getattr(camera, key)
         cam_values["width"], cam_values["height"] = camera.width, camera.height
         cam_values["lookat_offset"] = tuple(float(v) for v in camera.lookat_offset)
+        cam_values["track"] = camera.track
     description = values.pop("description", None) or description
     mode = values.get("control_mode", "torque")
     values.setdefault("action_scale", _ACTION_SCALE[mode])

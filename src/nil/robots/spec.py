@@ -49,6 +49,7 @@ class CameraSpec:
     fovy: float = 45.0
     lookat_z: float = 0.0  # added to the root's height
     lookat_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # world offset of the look-at point (fitted)
+    track: str = "root"  # "root": follows the root; "fixed": looks at the root's initial position
 
 
 @dataclass

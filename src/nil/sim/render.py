@@ -74,6 +74,7 @@ class RobotRenderer:
         self._is_robot_geom = spec.robot_geom_mask(model)
         self._lookat_z = float(cam.lookat_z)
         self._lookat_offset = np.asarray(cam.lookat_offset, dtype=np.float64)
+        self._anchor = camera_anchor(spec, model)
         # scratch buffers (GL rows are bottom-up; we flip on the copy out)
         self._rgb_buf = np.empty((self.height, self.width, 3), np.uint8)
         self._seg_buf = np.empty((self.height, self.width, 3), np.uint8)
@@ -83,7 +84,7 @@ class RobotRenderer:
 
     # ----------------------------------------------------------------------
     def _update(self, data: mujoco.MjData) -> None:
-        p = data.xpos[self._root]
+        p = data.xpos[self._root] if self._anchor is None else self._anchor
         if not np.all(np.isfinite(p)):
             p = np.zeros(3)
         o = self._lookat_offset
@@ -196,6 +197,19 @@ class RobotRenderer:
 
     def __del__(self) -> None:
         self.close()
+
+
+def camera_anchor(spec: RobotSpec, model: mujoco.MjModel) -> np.ndarray | None:
+    """The point a `camera.track: fixed` camera follows in place of the root: the root's world position at
+    the initial pose (the same for e0, the synthetic reference and every env). None: it tracks the root."""
+    if spec.camera.track == "root":
+        return None
+    if spec.camera.track != "fixed":
+        raise RobotError(f"camera.track must be 'root' or 'fixed', got {spec.camera.track!r}")
+    data = mujoco.MjData(model)
+    data.qpos[:] = spec.initial_qpos(model)
+    mujoco.mj_kinematics(model, data)
+    return data.xpos[spec.root_id(model)].copy()
 
 
 def camera_position(spec: RobotSpec, lookat: np.ndarray) -> np.ndarray:

@@ -25,11 +25,15 @@ def kernels() -> dict[str, Any]:
         lookat_z: float,
         offset: wp.vec3,
         cam_mat: wp.mat33,
+        fixed: int,
+        anchor: wp.vec3,
         cam_xpos: wp.array2d(dtype=wp.vec3),
         cam_xmat: wp.array2d(dtype=wp.mat33),
     ):
         w = wp.tid()
         p = xpos[w, root]
+        if fixed != 0:
+            p = anchor  # camera.track: fixed (nil.sim.render.camera_anchor)
         if not (wp.isfinite(p[0]) and wp.isfinite(p[1]) and wp.isfinite(p[2])):
             p = wp.vec3(0.0, 0.0, 0.0)  # as the GL renderer does
         cam_xpos[w, cam] = wp.vec3(p[0], p[1], p[2] + lookat_z) + offset

@@ -22,6 +22,7 @@ import torch
 from nil.errors import RobotError, SimulationError
 from nil.sim import SIMS, task
 from nil.sim.base import SimBatch
+from nil.sim.render import camera_anchor
 from nil.sim.warp_backend.camera import camera_pose
 from nil.sim.warp_backend.contacts import check_overflow, contact_budget
 from nil.sim.warp_backend.device import resolve_device
@@ -191,6 +192,9 @@ class WarpSim:
         self._cam_offset = wp.vec3(*offset.astype(np.float32))
         self._cam_mat = wp.mat33(*cam_mat.astype(np.float32).ravel())
         self._lookat_z = float(spec.camera.lookat_z)
+        anchor = camera_anchor(spec, self.model)
+        self._cam_fixed = int(anchor is not None)
+        self._cam_anchor = wp.vec3(*(np.zeros(3) if anchor is None else anchor).astype(np.float32))
         self._qpos0 = torch.as_tensor(qpos0, dtype=torch.float32, device=dv)
         self._ctrl_off = torch.as_tensor(off, dtype=torch.float32, device=dv)
         self._ctrl_scale = torch.as_tensor(scale, dtype=torch.float32, device=dv)
@@ -238,7 +242,16 @@ class WarpSim:
         wp.launch(
             kernels()["tracking_camera"],
             dim=self.num_envs,
-            inputs=[d.xpos, self._root, self._cam, self._lookat_z, self._cam_offset, self._cam_mat],
+            inputs=[
+                d.xpos,
+                self._root,
+                self._cam,
+                self._lookat_z,
+                self._cam_offset,
+                self._cam_mat,
+                self._cam_fixed,
+                self._cam_anchor,
+            ],
             outputs=[d.cam_xpos, d.cam_xmat],
         )
         mjw.refit_bvh(m, d, self._rc)
