@@ -516,6 +516,9 @@ class SceneObjectConfig(_Strict):
     radius: float | None = Field(default=None, gt=0)  # bar radius / the board's cylinder radius (m)
     mjcf: str | None = None  # kind mjcf: an MJCF snippet (<body>/<geom> elements) or a path to an .xml file
     rgba: tuple[float, float, float, float] | None = None
+    # beyond the paper, bar only: robot bodies (hands) that grip the bar once their end comes within
+    # nil.scene.grip.GRIP_RADIUS of it (a MuJoCo connect constraint; NIL's action space has no fingers)
+    grip: list[str] = Field(default_factory=list)
 
 
 class SceneConfig(_Strict):

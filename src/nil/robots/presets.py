@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import mujoco
+import numpy as np
 
 from nil.config import CameraConfig, RobotConfig, SkillConfig
 from nil.errors import RobotError
@@ -320,10 +321,29 @@ _TASK_WORDS = {
 # keyframe-teacher poses by joint-name fragment (radians; the other joints keep the initial pose)
 _TASK_POSES: dict[str, dict[str, float | None]] = {  # None: keep that joint's initial angle
     "sitting": {"hip_pitch": -1.5, "knee": 1.6, "ankle_roll": None, "ankle": -0.3},
-    "hanging": {"shoulder_pitch": -2.8, "hip_pitch": -0.8, "knee": 1.2},
+    # hanging: reach up (arms raised and spread, so each hand stays on its own side), grip, tuck the legs
+    "reach": {
+        "shoulder_pitch": -2.0,
+        "left_shoulder_roll": 0.8,
+        "right_shoulder_roll": -0.8,
+        "elbow": 0.5,
+    },
+    "hanging": {
+        "shoulder_pitch": -2.0,
+        "left_shoulder_roll": 0.8,
+        "right_shoulder_roll": -0.8,
+        "elbow": 0.5,
+        "hip_pitch": -1.2,
+        "knee": 1.8,
+    },
     "balancing": {},  # the balance teacher (nil.teachers.biped) holds the initial pose by feedback
 }
-_TASK_TIMES = {"sitting": [0.2, 1.5], "hanging": [0.2, 1.0]}
+_TASK_TIMES = {"sitting": [0.2, 1.5], "hanging": [0.2, 0.8, 1.4]}
+# the bodies whose end grips a bar (nil.scene.grip) when a preset makes a hanging scene
+_HANDS = {
+    "unitree_h1": ["left_elbow_link", "right_elbow_link"],
+    "unitree_g1": ["left_wrist_yaw_link", "right_wrist_yaw_link"],
+}
 TASK_ROBOTS = ("unitree_h1", "unitree_g1")  # robots whose task poses are set (any robot gets the scene)
 
 
@@ -345,6 +365,30 @@ def task_pose(spec: RobotSpec, model: mujoco.MjModel, task: str) -> list[float]:
     return out
 
 
+def _bar_at_reach(robot: str) -> dict[str, Any]:
+    from nil.scene.grip import hand_tip_local
+
+    """A gripped bar where the robot's hands are in its reach pose (from the initial pose, the root still):
+    its height, its forward position and the gripping hands (scene.objects[0] of a hanging preset)."""
+    spec = get_robot(robot)
+    model = spec.load_model()
+    data = mujoco.MjData(model)
+    data.qpos[:] = spec.initial_qpos(model)
+    for i, v in enumerate(task_pose(spec, model, "reach")):
+        data.qpos[model.jnt_qposadr[int(model.actuator_trnid[i, 0])]] = v
+    mujoco.mj_kinematics(model, data)
+    hands = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, b) for b in _HANDS[robot]]
+    tip = np.mean(
+        [data.xpos[b] + data.xmat[b].reshape(3, 3) @ hand_tip_local(model, b) for b in hands], axis=0
+    )
+    root = data.xpos[spec.root_id(model)]
+    return {
+        "height": round(float(tip[2]), 3),
+        "pos": (round(float(tip[0] - root[0]), 3), 0.0, 0.0),
+        "grip": list(_HANDS[robot]),
+    }
+
+
 def task_preset(robot: str, skill: str, generator: str = "synthetic") -> dict[str, Any]:
     """Config values for a whole-body skill ("sitting on a chair" ...): the scene, a prompt naming the
     object and (synthetic generator, H1/G1) a keyframe teacher from the initial pose to the task's pose."""
@@ -353,6 +397,8 @@ def task_preset(robot: str, skill: str, generator: str = "synthetic") -> dict[st
         return {}
     task, kind, words = found
     out: dict[str, Any] = {"scene": {"objects": [{"kind": kind}], "task": task}}
+    if task == "hanging" and robot in _HANDS:
+        out["scene"]["objects"][0].update(_bar_at_reach(robot))
     # these skills do not repeat: the gait clock (on in the demo preset) would stop the run on such a
     # reference. The speed cue reads the sitting teacher's step back to the chair, but trained with it the
     # H1 fell more and sat less (docs/benchmarks.md, "H1 sitting"), so a task preset turns both off
@@ -366,11 +412,12 @@ def task_preset(robot: str, skill: str, generator: str = "synthetic") -> dict[st
         spec = get_robot(robot)
         model = spec.load_model()
         first = spec.keyframe or "0"
+        steps = ["reach", task] if task == "hanging" else [task]
         out["generator"] = {
             "teacher": "keyframes",
             "keyframes": [
                 first if spec.keyframe else task_pose(spec, model, "balancing"),  # = the initial pose
-                task_pose(spec, model, task),
+                *(task_pose(spec, model, k) for k in steps),
             ],
             "keyframe_times": _TASK_TIMES[task],
         }

@@ -351,6 +351,13 @@ def _base_model(path: str, mtime: float, simplify: bool = True, scene: str = "")
         model = add_objects(spec, scene)
     if simplify:
         model = simplify_visual_meshes(spec, model)
+    if scene:  # every compile derives a connect's second anchor from qpos0: write the grips' own last
+        import json
+
+        from nil.scene.build import OBJECT_PREFIX
+        from nil.scene.grip import set_grip_anchors
+
+        set_grip_anchors(model, json.loads(scene)["objects"], OBJECT_PREFIX)
     return model
 
 

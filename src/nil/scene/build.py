@@ -154,6 +154,15 @@ def scene_key(scene: SceneConfig, spec: RobotSpec) -> str:
         return ""
     rm = _plain_measures(spec)
     objects = [_resolve(i, o, rm) for i, o in enumerate(scene.objects)]
+    if any(o.grip for o in scene.objects):
+        import dataclasses
+
+        from nil.scene.grip import grip_points
+
+        plain = dataclasses.replace(spec, scene="")
+        model = plain.load_model()
+        for o, cfg in zip(objects, scene.objects, strict=True):
+            o["grip_points"] = grip_points(model, plain, o, list(cfg.grip))
     lift = sum(o["radius"] * 2 + o["thickness"] for o in objects if o["kind"] == "board")
     out = {"version": SCENE_VERSION, "objects": objects, "robot_lift": lift, "robot": rm, "task": scene.task}
     return json.dumps(out, sort_keys=True)
@@ -173,7 +182,7 @@ def add_objects(mjspec: mujoco.MjSpec, key: str) -> mujoco.MjModel:
     """Add the objects of a `scene_key` to an MjSpec and compile it (ConfigError naming the object)."""
     place_objects(mjspec, key)
     try:
-        return mjspec.compile()
+        return mjspec.compile()  # the grips' anchors are written after the last compile (robots.spec)
     except Exception as e:
         msg = " ".join(str(e).split())[:200]
         raise ConfigError(
@@ -229,6 +238,10 @@ def place_objects(mjspec: mujoco.MjSpec, key: str) -> None:
                 rgba=rgba,
                 friction=[1.5, 0.02, 0.01],
             )
+            if o.get("grip_points"):
+                from nil.scene.grip import add_grips
+
+                add_grips(mjspec, o, name)
         elif o["kind"] == "board":
             r, length, t = o["radius"], o["size"], o["thickness"]
             rgba = o["rgba"] or list(_WOOD)

@@ -6,7 +6,8 @@ only). Per step:
 
 - sitting: the pelvis (root) is below `SIT_HEIGHT_FRAC` of its standing height and a robot geom that
   is not a foot rests on the chair's seat;
-- hanging: a robot geom touches the bar and no robot geom touches the floor;
+- hanging: a robot geom touches the bar (or a gripping hand holds it, nil.scene.grip) and no robot geom
+  touches the floor;
 - balancing: the torso is upright (the fall rule), no robot geom touches the floor and the board
   tilts less than `MAX_BOARD_TILT`.
 
@@ -26,6 +27,7 @@ import numpy as np
 
 from nil.errors import ConfigError
 from nil.scene.build import object_index_of_body
+from nil.scene.grip import GRIP_HOLD, GripTable
 
 if TYPE_CHECKING:
     import mujoco
@@ -132,6 +134,7 @@ def score_episode(spec: RobotSpec, qpos: np.ndarray, task: str | None = None) ->
         ]
         j = hinges[0] if hinges else None
         tilt_adr = int(model.jnt_qposadr[j]) if j is not None else None
+    grips = GripTable.of(model)  # a gripped hand sits on the bar's axis, its contact excluded
     ok, reward = np.zeros(len(qpos), bool), np.zeros(len(qpos))
     m1, m2 = np.zeros(len(qpos)), np.zeros(len(qpos))
     for t, q in enumerate(qpos):
@@ -147,6 +150,7 @@ def score_episode(spec: RobotSpec, qpos: np.ndarray, task: str | None = None) ->
             )
         elif task == "hanging":
             bar = any(kinds.get(int(con.obj[o])) == "bar" for _, o, _ in contacts)
+            bar = bar or bool(len(grips) and (grips.distances(con.data) < GRIP_HOLD).any())
             ok[t], m1[t], m2[t] = bar and not on_floor, float(bar), float(not on_floor)
             reward[t] = 0.5 * float(bar) + 0.5 * float(not on_floor)
         else:

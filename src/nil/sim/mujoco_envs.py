@@ -20,6 +20,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from nil.robots.spec import RobotSpec  # noqa: E402
+from nil.scene.grip import GripTable  # noqa: E402
 from nil.sim import task  # noqa: E402
 
 _ALIGN = 64
@@ -134,6 +135,7 @@ class EnvGroup:
         self.substeps = spec.substeps(m)
         self.ctrl_offset, self.ctrl_scale = spec.ctrl_affine(m)
         self.datas = [mujoco.MjData(m) for _ in range(start, stop)]
+        self.grips = GripTable.of(m)  # a gripped bar's hands (nil.scene.grip); empty without one
         self.rngs = task.make_rngs(seed, start, stop)
         self._force6 = np.zeros(6)
         self.renderer = None
@@ -177,6 +179,7 @@ class EnvGroup:
             if not bad[j]:
                 # kinematics and contact forces at the new state (mj_step leaves them one substep behind)
                 mujoco.mj_forward(m, d)
+                self.grips.update(d)
         self._write(np.arange(len(self.datas)), bad)
 
     def _raw(self, rows: np.ndarray, bad: np.ndarray) -> task.RawState:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nil.scene.grip import GripTable
+
 if TYPE_CHECKING:
     import mujoco
 
@@ -90,6 +92,7 @@ class _Rollout:
         self.data.ctrl[:] = self.off
         mujoco.mj_forward(self.model, self.data)
         self.n_sub, self.dt = spec.substeps(self.model), 1.0 / spec.control_hz
+        self.grips = GripTable.of(self.model)
 
     def step(self, teacher: Teacher, t: int) -> None:
         """Control step t (1-based): the teacher's action at time (t - 1) * dt, then the substeps."""
@@ -98,6 +101,9 @@ class _Rollout:
         d = self.data
         d.ctrl[:] = self.off + self.scale * teacher.action((t - 1) * self.dt, d.qpos.copy(), d.qvel.copy())
         mujoco.mj_step(self.model, d, nstep=self.n_sub)
+        if len(self.grips):  # the sim takes hold after the step's kinematics, as EnvGroup.step does
+            mujoco.mj_forward(self.model, d)
+            self.grips.update(d)
 
 
 def measure_teacher(

@@ -19,7 +19,8 @@ import mujoco
 import numpy as np
 import torch
 
-from nil.errors import RobotError, SimulationError
+from nil.errors import ConfigError, RobotError, SimulationError
+from nil.scene.grip import GripTable
 from nil.sim import SIMS, task
 from nil.sim.base import SimBatch
 from nil.sim.render import camera_anchor
@@ -104,6 +105,11 @@ class WarpSim:
 
         self.model = tracking_model(spec)
         m = self.model
+        if len(GripTable.of(m)):
+            raise ConfigError(
+                "scene.objects[].grip: gripping a bar runs on the CPU simulator only; set "
+                "sim.backend: mujoco or remove the grip"
+            )
         self.rules = task.TaskRules.build(spec, m, sim_cfg.reset_noise)
         self._rngs = task.make_rngs(seed, 0, self.num_envs)
         self._cam = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_CAMERA, CAMERA_NAME)
