@@ -266,10 +266,9 @@ def test_teacher_replay_row_carries_the_scene_task_measures(menagerie_root):
 def _hand_tip(spec, model, data, body: str) -> np.ndarray:
     import mujoco
 
-    from nil.scene.grip import hand_tip_local
+    from nil.scene.grip import hand_tip_world
 
-    b = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, body)
-    return data.xpos[b] + data.xmat[b].reshape(3, 3) @ hand_tip_local(model, b)
+    return hand_tip_world(model, data, mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, body))
 
 
 def test_a_hand_near_a_gripped_bar_takes_hold_and_carries_the_robot(menagerie_root):

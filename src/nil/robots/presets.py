@@ -318,24 +318,18 @@ _TASK_WORDS = {
     "hang": ("hanging", "bar", "from a horizontal bar"),
     "balanc": ("balancing", "board", "on a balance board"),
 }
+_REACH: dict[str, float | None] = {
+    "shoulder_pitch": -2.0,
+    "left_shoulder_roll": 0.8,
+    "right_shoulder_roll": -0.8,
+    "elbow": 0.5,
+}
 # keyframe-teacher poses by joint-name fragment (radians; the other joints keep the initial pose)
 _TASK_POSES: dict[str, dict[str, float | None]] = {  # None: keep that joint's initial angle
     "sitting": {"hip_pitch": -1.5, "knee": 1.6, "ankle_roll": None, "ankle": -0.3},
     # hanging: reach up (arms raised and spread, so each hand stays on its own side), grip, tuck the legs
-    "reach": {
-        "shoulder_pitch": -2.0,
-        "left_shoulder_roll": 0.8,
-        "right_shoulder_roll": -0.8,
-        "elbow": 0.5,
-    },
-    "hanging": {
-        "shoulder_pitch": -2.0,
-        "left_shoulder_roll": 0.8,
-        "right_shoulder_roll": -0.8,
-        "elbow": 0.5,
-        "hip_pitch": -1.2,
-        "knee": 1.8,
-    },
+    "reach": _REACH,
+    "hanging": {**_REACH, "hip_pitch": -1.2, "knee": 1.8},
     "balancing": {},  # the balance teacher (nil.teachers.biped) holds the initial pose by feedback
 }
 _TASK_TIMES = {"sitting": [0.2, 1.5], "hanging": [0.2, 0.8, 1.4]}
@@ -366,10 +360,10 @@ def task_pose(spec: RobotSpec, model: mujoco.MjModel, task: str) -> list[float]:
 
 
 def _bar_at_reach(robot: str) -> dict[str, Any]:
-    from nil.scene.grip import hand_tip_local
-
     """A gripped bar where the robot's hands are in its reach pose (from the initial pose, the root still):
     its height, its forward position and the gripping hands (scene.objects[0] of a hanging preset)."""
+    from nil.scene.grip import hand_tip_world
+
     spec = get_robot(robot)
     model = spec.load_model()
     data = mujoco.MjData(model)
@@ -378,9 +372,7 @@ def _bar_at_reach(robot: str) -> dict[str, Any]:
         data.qpos[model.jnt_qposadr[int(model.actuator_trnid[i, 0])]] = v
     mujoco.mj_kinematics(model, data)
     hands = [mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, b) for b in _HANDS[robot]]
-    tip = np.mean(
-        [data.xpos[b] + data.xmat[b].reshape(3, 3) @ hand_tip_local(model, b) for b in hands], axis=0
-    )
+    tip = np.mean([hand_tip_world(model, data, b) for b in hands], axis=0)
     root = data.xpos[spec.root_id(model)]
     return {
         "height": round(float(tip[2]), 3),

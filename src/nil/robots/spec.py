@@ -354,10 +354,9 @@ def _base_model(path: str, mtime: float, simplify: bool = True, scene: str = "")
     if scene:  # every compile derives a connect's second anchor from qpos0: write the grips' own last
         import json
 
-        from nil.scene.build import OBJECT_PREFIX
         from nil.scene.grip import set_grip_anchors
 
-        set_grip_anchors(model, json.loads(scene)["objects"], OBJECT_PREFIX)
+        set_grip_anchors(model, json.loads(scene)["objects"])
     return model
 
 

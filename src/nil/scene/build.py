@@ -178,6 +178,11 @@ def _box(body: Any, name: str, size: list[float], pos: list[float], rgba: list[f
     body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, size=size, pos=pos, rgba=rgba)
 
 
+def object_body_name(obj: dict[str, Any]) -> str:
+    """The body name of a resolved scene object: nil_obj{i}_{kind}."""
+    return f"{OBJECT_PREFIX}{obj['index']}_{obj['kind']}"
+
+
 def add_objects(mjspec: mujoco.MjSpec, key: str) -> mujoco.MjModel:
     """Add the objects of a `scene_key` to an MjSpec and compile it (ConfigError naming the object)."""
     place_objects(mjspec, key)
@@ -196,7 +201,7 @@ def place_objects(mjspec: mujoco.MjSpec, key: str) -> None:
 
     scene = json.loads(key)
     for o in scene["objects"]:
-        name = f"{OBJECT_PREFIX}{o['index']}_{o['kind']}"
+        name = object_body_name(o)
         pos, quat = o["pos"], _quat_z(o["yaw"])
         if o["kind"] == "mjcf":
             try:
@@ -241,7 +246,7 @@ def place_objects(mjspec: mujoco.MjSpec, key: str) -> None:
             if o.get("grip_points"):
                 from nil.scene.grip import add_grips
 
-                add_grips(mjspec, o, name)
+                add_grips(mjspec, o)
         elif o["kind"] == "board":
             r, length, t = o["radius"], o["size"], o["thickness"]
             rgba = o["rgba"] or list(_WOOD)

@@ -5,7 +5,7 @@ NIL's robots have no fingers in their action space, and contacts alone cannot ho
 equality between a point of the hand (its farthest collision geom's centre, in the hand's frame) and a
 point on the bar's axis (the hand's initial position projected onto it), inactive at reset. The
 simulator switches a grip on once the two points come within `GRIP_RADIUS` (checked every control
-step, `update_grips`); it stays on until the episode resets. Hand/bar contacts are excluded, since the
+step, `GripTable.update`); it stays on until the episode resets. Hand/bar contacts are excluded, since the
 constraint holds the hand's centre on the bar's axis. The synthetic teacher grips the same way, through
 the same simulator. CPU simulator only: the Warp backend refuses a scene with grips.
 """
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nil.errors import ConfigError
+from nil.scene.build import object_body_name
 
 if TYPE_CHECKING:
     import mujoco
@@ -39,6 +40,16 @@ def hand_tip_local(model: mujoco.MjModel, body: int) -> np.ndarray:
         geoms = np.flatnonzero(model.geom_bodyid == body)
     g = int(geoms[np.argmax(np.linalg.norm(model.geom_pos[geoms], axis=1))])
     return model.geom_pos[g].astype(float)
+
+
+def hand_tip_world(model: mujoco.MjModel, data: mujoco.MjData, body: int) -> np.ndarray:
+    """World position of a hand body's grip point (`hand_tip_local`) in `data` (after kinematics)."""
+    return data.xpos[body] + data.xmat[body].reshape(3, 3) @ hand_tip_local(model, body)
+
+
+def grip_name(obj: dict[str, Any], k: int) -> str:
+    """The equality name of grip k of a bar: its body's name + GRIP_TAG + k."""
+    return f"{object_body_name(obj)}{GRIP_TAG}{k}"
 
 
 def grip_points(model: mujoco.MjModel, spec: RobotSpec, obj: dict[str, Any], names: list[str]) -> list[dict]:
@@ -66,7 +77,7 @@ def grip_points(model: mujoco.MjModel, spec: RobotSpec, obj: dict[str, Any], nam
                 f"scene.objects[{i}].grip: {spec.name} has no body {name!r} with a geom; name its hand bodies"
             )
         local = hand_tip_local(model, b)
-        world = data.xpos[b] + data.xmat[b].reshape(3, 3) @ local
+        world = hand_tip_world(model, data, b)
         rel = world[:2] - np.asarray(obj["pos"][:2])
         along = -s * rel[0] + c * rel[1]  # the bar lies along its frame's y axis
         half = obj["size"] / 2
@@ -80,14 +91,15 @@ def grip_points(model: mujoco.MjModel, spec: RobotSpec, obj: dict[str, Any], nam
     return out
 
 
-def add_grips(mjspec: mujoco.MjSpec, obj: dict[str, Any], bar_body: str) -> None:
+def add_grips(mjspec: mujoco.MjSpec, obj: dict[str, Any]) -> None:
     """The (inactive) connect constraints and the hand/bar contact exclusions of one bar's grips."""
     import mujoco
 
+    bar_body = object_body_name(obj)
     for k, gp in enumerate(obj.get("grip_points", [])):
         mjspec.add_exclude(bodyname1=gp["body"], bodyname2=bar_body)
         mjspec.add_equality(
-            name=f"{bar_body}{GRIP_TAG}{k}",
+            name=grip_name(obj, k),
             type=mujoco.mjtEq.mjEQ_CONNECT,
             objtype=mujoco.mjtObj.mjOBJ_BODY,
             name1=gp["body"],
@@ -96,14 +108,13 @@ def add_grips(mjspec: mujoco.MjSpec, obj: dict[str, Any], bar_body: str) -> None
         )
 
 
-def set_grip_anchors(model: mujoco.MjModel, objects: list[dict[str, Any]], prefix: str) -> None:
+def set_grip_anchors(model: mujoco.MjModel, objects: list[dict[str, Any]]) -> None:
     """Both anchors of every grip, into the compiled model (the compiler derives the second from qpos0)."""
     import mujoco
 
     for o in objects:
         for k, gp in enumerate(o.get("grip_points", [])):
-            name = f"{prefix}{o['index']}_{o['kind']}{GRIP_TAG}{k}"
-            e = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_EQUALITY, name)
+            e = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_EQUALITY, grip_name(o, k))
             model.eq_data[e, 0:3] = gp["hand_local"]
             model.eq_data[e, 3:6] = gp["bar_local"]
 
