@@ -93,6 +93,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # keys that stay null in a resolved config because the run uses no value there (see nil/skill.py)
 NULL_OK = {
     "robot.keyframe",  # none: the preset's pose
+    "robot.initial_pose",  # none: the keyframe's pose (a task preset that starts elsewhere sets it)
     "generator.num_frames",  # synthetic teacher: the length is generator.seconds
     "generator.retime.rife_path",  # only for retime.method rife
     "generator.teacher_checkpoint",  # only for teacher policy

@@ -184,6 +184,32 @@ def test_unknown_keyframe_lists_the_real_ones(menagerie_root: Path) -> None:
         get_robot("unitree_h1", RobotConfig(keyframe="crouch"))
 
 
+def test_initial_pose_sets_the_actuated_joints_and_keeps_the_feet_on_the_floor() -> None:
+    """robot.initial_pose: the actuated joints start at the given angles (the root stays free and is put
+    onto the floor: knees bent by 0.5 rad lower the torso), and a wrong length is a one-line error."""
+    plain = get_robot("ant")
+    model = plain.load_model()
+    adr = model.jnt_qposadr[model.actuator_trnid[:, 0]]
+    q0 = plain.initial_qpos(model)
+    pose = q0[adr] + np.where(np.arange(model.nu) % 2 == 1, 0.5 * np.sign(q0[adr] + 1e-9), 0.0)
+    bent = get_robot("ant", RobotConfig(initial_pose=pose.tolist()))
+    q = bent.initial_qpos(bent.load_model())
+    assert np.allclose(q[adr], pose) and not np.allclose(q[adr], q0[adr])
+    data = mujoco.MjData(model)
+    data.qpos[:] = q
+    mujoco.mj_forward(model, data)
+    floor = 0  # the ant's floor plane is geom 0
+    gap = min(
+        mujoco.mj_geomDistance(model, data, g, floor, 1.0, None)
+        for g in range(model.ngeom)
+        if g != floor and model.geom_bodyid[g] != 0
+    )
+    assert 0.0 <= gap < 0.005  # resting on the floor, not floating or sunk
+    assert abs(q[2] - q0[2]) > 0.01  # the bent legs moved the torso
+    with pytest.raises(RobotError, match=r"robot\.initial_pose has 3 values.*8 actuated joints"):
+        get_robot("ant", RobotConfig(initial_pose=[0.0, 0.0, 0.0])).initial_qpos(model)
+
+
 def test_unknown_body_override() -> None:
     with pytest.raises(RobotError, match="robot.feet_bodies"):
         get_robot("ant", RobotConfig(feet_bodies=["paw"]))

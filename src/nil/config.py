@@ -153,6 +153,8 @@ class RobotConfig(_Strict):
     name: str = "ant"
     description: str | None = None  # b_j in the prompt; defaults to the preset's description
     keyframe: str | None = None
+    # actuated-joint angles (actuator order) over the keyframe's pose: start a task in another pose
+    initial_pose: list[float] | None = None
     root_body: str | None = None
     torso_body: str | None = None
     feet_bodies: list[str] | None = None

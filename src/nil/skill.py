@@ -8,7 +8,8 @@ named diffusers family's native length, rate and guidance. So skill.yaml is the 
 the config's `derived` record says what was filled from what, so a changed robot re-derives its values.
 
 Left null on purpose, because no value is used or it is only known later: robot.keyframe where the
-robot has none (its preset pose); generator.num_frames for the synthetic teacher (its length is
+robot has none (its preset pose); robot.initial_pose where the task starts in the keyframe's pose;
+generator.num_frames for the synthetic teacher (its length is
 `seconds`); a diffusers family `auto` on a hub id other than the default (read from its
 model_index.json at `nil generate`, recorded in reference/meta.json) and the model input size
 (CogVideoX's comes from its transformer config); rl.gait_period_s (estimated from the reference

@@ -76,6 +76,9 @@ class RobotSpec:
     init_qpos: tuple[float, ...] | None = (
         None  # explicit initial joint angles (qpos[7:]) when there is no keyframe
     )
+    # actuated-joint angles (actuator order) over the keyframe's: a task that starts from another pose
+    # (the hanging preset starts with the hands on the bar); the robot is put back onto the floor
+    initial_pose: tuple[float, ...] | None = None
     source: str = "path"  # where the model came from (preset registry, MENAGERIE_ROOT, path)
     simplify_meshes: bool = (
         True  # decimate dense visual-only meshes (renders ~identical, several x faster on CPU)
@@ -105,7 +108,22 @@ class RobotSpec:
         return [_body_id(model, f, "feet_bodies") for f in self.feet_bodies]
 
     def initial_qpos(self, model: mujoco.MjModel) -> np.ndarray:
-        """The initial pose (keyframe, else init_qpos/qpos0 with the robot put onto the floor)."""
+        """The initial pose (keyframe, else init_qpos/qpos0 with the robot put onto the floor), with
+        robot.initial_pose's actuated joints over it."""
+        qpos = self._source_qpos(model)
+        if self.initial_pose is None:
+            return qpos
+        vals = np.asarray(self.initial_pose, dtype=float)
+        if vals.shape != (model.nu,):
+            raise RobotError(
+                f"robot.initial_pose has {vals.size} values, but {self.name} has {model.nu} actuated joints; "
+                "give one angle per actuator (in actuator order) or leave it empty"
+            )
+        qpos = qpos.copy()
+        qpos[model.jnt_qposadr[model.actuator_trnid[:, 0]]] = vals
+        return _put_on_floor(model, qpos, self.root_id(model))
+
+    def _source_qpos(self, model: mujoco.MjModel) -> np.ndarray:
         if self.keyframe is not None:
             kid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, self.keyframe)
             if kid < 0:
@@ -194,6 +212,7 @@ class RobotSpec:
         """Plain dict (JSON-able) of the spec."""
         d = asdict(self)
         d["init_qpos"] = list(self.init_qpos) if self.init_qpos is not None else None
+        d["initial_pose"] = list(self.initial_pose) if self.initial_pose is not None else None
         return d
 
     # ---------------------------------------------------------------- control

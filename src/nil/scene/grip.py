@@ -92,12 +92,15 @@ def grip_points(model: mujoco.MjModel, spec: RobotSpec, obj: dict[str, Any], nam
 
 
 def add_grips(mjspec: mujoco.MjSpec, obj: dict[str, Any]) -> None:
-    """The (inactive) connect constraints and the hand/bar contact exclusions of one bar's grips."""
+    """The (inactive) connect constraints and the hand/bar contact exclusions (the hand body and its parent)
+    of one bar's grips."""
     import mujoco
 
     bar_body = object_body_name(obj)
     for k, gp in enumerate(obj.get("grip_points", [])):
-        mjspec.add_exclude(bodyname1=gp["body"], bodyname2=bar_body)
+        # the wrist above a small hand body (G1's) closes around the bar as well
+        for body in (gp["body"], mjspec.body(gp["body"]).parent.name):
+            mjspec.add_exclude(bodyname1=body, bodyname2=bar_body)
         mjspec.add_equality(
             name=grip_name(obj, k),
             type=mujoco.mjtEq.mjEQ_CONNECT,
