@@ -372,5 +372,7 @@ def test_fixed_camera_refuses_the_floor_flow_speed_cue() -> None:
     assert cfg.camera.track == "fixed"
     with pytest.raises(ConfigError, match=r"reward\.speed_weight.*camera\.track"):
         parse_config({"camera": {"track": "fixed"}, "reward": {"speed_weight": 1.0}})
+    with pytest.raises(ConfigError, match=r"reward\.position_weight.*camera\.track"):
+        parse_config({"camera": {"track": "fixed"}, "reward": {"position_weight": 1.0}})
     with pytest.raises(ConfigError, match=r"camera\.track"):
         parse_config({"camera": {"track": "follow"}})

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nil.config import RewardConfig
-from nil.errors import EncoderError, SegmentationError, SimulationError
+from nil.errors import ConfigError, EncoderError, SegmentationError, SimulationError
 from nil.reward import NILReward, iou, task_reward
 from nil.reward import terms as T
 from nil.sim.base import SimBatch
@@ -516,6 +516,36 @@ def test_speed_term_follows_the_reference_frame():
     assert r(b).terms["raw/speed"].tolist() == pytest.approx([1.0, 1.0])
     b.root_lin_vel = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 0.0]])
     assert (r(b).terms["raw/speed"] < 0.01).all()
+
+
+def test_position_term_measures_the_displacement_from_each_envs_own_start():
+    """S_P (beyond the paper): the reference walks +x at 0.5 m/s, so at frame 8 (dt 0.1 s) it is 0.4 m from
+    its start. Each env is scored on its displacement from the root position of its own reset batch; a
+    partial reset moves only that env's start; off (weight 0) leaves the total unchanged."""
+    vel = torch.zeros(12, 2)
+    vel[:, 0] = 0.5
+    cfg = RewardConfig(use_video=False, position_weight=2.0, position_sigma=0.2)
+    kw = dict(ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu", ref_root_vel=vel, dt=0.1)
+    r = NILReward(cfg, **kw)
+    start = make_batch(n=3, t=0, rest=True)
+    start.root_pos = torch.tensor([[1.0, 2.0, 0.5], [-3.0, 0.0, 0.5], [0.0, 0.0, 0.5]])
+    r.reset(None, start)
+    b = make_batch(n=3, t=8, rest=True)
+    # env 0 at +0.4 m (on the reference), env 1 still at its start, env 2 0.4 m backwards
+    b.root_pos = torch.tensor([[1.4, 2.0, 0.5], [-3.0, 0.0, 0.5], [-0.4, 0.0, 0.5]])
+    s = r(b).terms["raw/position"]
+    assert s.tolist() == pytest.approx([1.0, math.exp(-4.0), math.exp(-16.0)], rel=1e-4)
+    assert torch.allclose(r(b).terms["weighted/position"], 2.0 * s)
+    moved = make_batch(n=3, t=0, rest=True)
+    moved.root_pos = torch.tensor([[0.0, 0.0, 0.5], [-3.4, 0.0, 0.5], [0.0, 0.0, 0.5]])
+    r.reset(torch.tensor([1]), moved)  # env 1 starts again 0.4 m further back: now it is on the reference
+    assert r(b).terms["raw/position"].tolist() == pytest.approx([1.0, 1.0, math.exp(-16.0)], rel=1e-4)
+    plain = NILReward(RewardConfig(use_video=False), **kw)
+    plain.reset(None, start)
+    assert "raw/position" not in plain(b).terms
+    assert torch.allclose(r(b).total - plain(b).total, 2.0 * r(b).terms["raw/position"], atol=1e-5)
+    with pytest.raises(ConfigError, match=r"reward\.position_weight"):
+        NILReward(cfg, ref_masks=ref_masks(), num_envs=1, action_dim=4, device="cpu")
 
 
 def test_speed_term_without_a_reference_velocity_names_the_switch():

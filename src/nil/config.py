@@ -389,6 +389,10 @@ class RewardConfig(_Strict):
     iou_window: int = Field(default=0, ge=0, le=25)  # S_M = best IoU over reference frames t-w..t+w
     speed_weight: float = Field(default=0.0, ge=0)  # root-motion cue S_R from the reference's floor flow
     speed_sigma: float = Field(default=0.25, gt=0)  # m/s: S_R = exp(-|v_agent - v_ref|^2 / sigma^2)
+    # root-position cue S_P: the root's planar displacement from its start against the same floor-flow
+    # velocity integrated over the reference (where the robot has got to, not how fast it goes now)
+    position_weight: float = Field(default=0.0, ge=0)
+    position_sigma: float = Field(default=0.2, gt=0)  # m: S_P = exp(-|p_agent - p_ref|^2 / sigma^2)
 
     @model_validator(mode="before")
     @classmethod
@@ -633,12 +637,13 @@ class SkillConfig(_Strict):
 
     @model_validator(mode="after")
     def _speed_cue_needs_tracking(self) -> SkillConfig:
-        if self.camera.track == "fixed" and self.reward.speed_weight > 0:
-            raise ValueError(
-                "reward.speed_weight > 0 reads the root's motion from the floor flow under a camera that "
-                "follows the root; with camera.track: fixed set reward.speed_weight: 0 (the masks show the "
-                "motion there) or camera.track: root"
-            )
+        for key in ("speed_weight", "position_weight"):
+            if self.camera.track == "fixed" and getattr(self.reward, key) > 0:
+                raise ValueError(
+                    f"reward.{key} > 0 reads the root's motion from the floor flow under a camera that "
+                    f"follows the root; with camera.track: fixed set reward.{key}: 0 (the masks show the "
+                    "motion there) or camera.track: root"
+                )
         return self
 
     def prompt(self, robot_description: str) -> str:

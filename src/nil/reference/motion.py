@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SPEED_SWITCH = "reward.speed_weight"
+SPEED_SWITCH = "reward.speed_weight / reward.position_weight"  # both read this estimate
 FLOW_DT = 0.05  # seconds between the two frames whose floor motion gives one velocity sample
 MIN_POINTS = 12  # tracked floor points a frame pair needs for a velocity sample
 MIN_GOOD_PAIRS = 0.8  # fraction of frame pairs that must give a sample, else the floor is not usable
@@ -176,7 +176,7 @@ def estimate_root_velocity(
         raise VideoError(
             f"the reference is {frames.shape[2]}x{frames.shape[1]} but the camera renders "
             f"{camera.width}x{camera.height}: the root-motion cue ({SPEED_SWITCH}) needs the reference at "
-            "the camera's size; regenerate it, or set reward.speed_weight: 0"
+            f"the camera's size; regenerate it, or set {SPEED_SWITCH}: 0"
         )
     step = max(1, int(round(flow_dt * fps)))
     if t_len <= step:

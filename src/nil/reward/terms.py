@@ -88,6 +88,12 @@ def root_velocity_match(v_agent: torch.Tensor, v_ref: torch.Tensor, sigma: float
     return torch.exp(-err / (sigma * sigma))
 
 
+def root_position_match(p_agent: torch.Tensor, p_ref: torch.Tensor, sigma: float) -> torch.Tensor:
+    """S_P = exp(-||p_agent - p_ref||^2 / sigma^2) in (0,1]: planar root displacement [N,2] from the start."""
+    err = (p_agent.float() - p_ref.float()).square().sum(-1)
+    return torch.exp(-err / (sigma * sigma))
+
+
 def reg_torque(torque: torch.Tensor, coef: float) -> torch.Tensor:
     """P_J = -c * sum_j tau_j^2 over actuators (joint-space torques, as SimBatch.torque reports them)."""
     return -coef * torque.float().square().sum(-1)
