@@ -177,10 +177,11 @@ class NILReward:
             self._to(batch.mask.device)
         ids = slice(None) if env_ids is None else torch.as_tensor(env_ids, device=self.device).long()
         self._held_ok[ids] = False
-        if self._start is not None:  # S_P measures from here; without a batch, from the next one
-            nan = torch.full_like(self._start, float("nan"))
-            start = nan if batch is None else batch.root_pos[:, :2].to(self.device, torch.float32)
-            self._start[ids] = start[ids]
+        if self._start is not None:  # S_P measures from this batch, or from the next one without it
+            if batch is None:
+                self._start[ids] = float("nan")
+            else:
+                self._start[ids] = batch.root_pos[:, :2].to(self.device, torch.float32)[ids]
         if self._hist is not None:
             self._count[ids] = 0
             self._ptr[ids] = 0
@@ -304,14 +305,14 @@ class NILReward:
 
         if self.ref_root_vel is not None:
             v_ref = self.ref_root_vel.index_select(0, ref_idx)
-            raw["speed"] = T.root_velocity_match(batch.root_lin_vel[:, :2], v_ref, cfg.speed_sigma)
+            raw["speed"] = T.planar_match(batch.root_lin_vel[:, :2], v_ref, cfg.speed_sigma)
             weighted["speed"] = cfg.speed_weight * raw["speed"]
 
         if self.ref_root_disp is not None and self._start is not None:
             pos = batch.root_pos[:, :2].to(self.device, torch.float32)
             self._start = torch.where(torch.isnan(self._start), pos, self._start)
             p_ref = self.ref_root_disp.index_select(0, ref_idx)
-            raw["position"] = T.root_position_match(pos - self._start, p_ref, cfg.position_sigma)
+            raw["position"] = T.planar_match(pos - self._start, p_ref, cfg.position_sigma)
             weighted["position"] = cfg.position_weight * raw["position"]
 
         raw["task"] = T.task_reward(batch, cfg.target_speed)

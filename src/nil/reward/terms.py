@@ -82,15 +82,10 @@ def video_similarity(z_agent: torch.Tensor, z_ref: torch.Tensor, metric: str = "
     raise ValueError(f"unknown video metric {metric!r}; use cosine or neg_l2")
 
 
-def root_velocity_match(v_agent: torch.Tensor, v_ref: torch.Tensor, sigma: float) -> torch.Tensor:
-    """S_R = exp(-||v_agent - v_ref||^2 / sigma^2) in (0,1]: planar root velocity [N,2] vs the reference's."""
-    err = (v_agent.float() - v_ref.float()).square().sum(-1)
-    return torch.exp(-err / (sigma * sigma))
-
-
-def root_position_match(p_agent: torch.Tensor, p_ref: torch.Tensor, sigma: float) -> torch.Tensor:
-    """S_P = exp(-||p_agent - p_ref||^2 / sigma^2) in (0,1]: planar root displacement [N,2] from the start."""
-    err = (p_agent.float() - p_ref.float()).square().sum(-1)
+def planar_match(agent: torch.Tensor, ref: torch.Tensor, sigma: float) -> torch.Tensor:
+    """exp(-||agent - ref||^2 / sigma^2) in (0,1] for planar root vectors [N,2]: S_R on velocities (m/s),
+    S_P on displacements from the start (m)."""
+    err = (agent.float() - ref.float()).square().sum(-1)
     return torch.exp(-err / (sigma * sigma))
 
 
