@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -624,6 +625,68 @@ def test_resume_from_an_older_checkpoint_without_replay_warns_and_refills(tmp_pa
     t._resume()
     assert t.counters.step == 80 and len(t.buffer) == 0
     assert "holds no replay buffer" in capsys.readouterr().out
+
+
+def _scripted_evals(trainer: Trainer, returns: list[float], probe: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Make each evaluation return the next scripted value; record the agent's actions on `probe` then."""
+    acts: dict[int, torch.Tensor] = {}
+    script = iter(returns)
+
+    def evaluate(record: bool) -> dict:
+        acts[trainer.counters.step] = trainer.agent.act(probe, deterministic=True).clone()
+        return {"return": next(script), "length": 10.0, "video": None}
+
+    trainer.evaluate = evaluate
+    return acts
+
+
+def test_keep_best_keeps_the_best_evals_policy_and_eval_uses_it(tmp_path):
+    from nil.config import save_config
+    from nil.evaluation.evaluate import _checkpoint_fingerprint
+
+    paths = SkillPaths(tmp_path)
+    cfg = make_cfg(total_steps=200, eval_interval=40, keep_best=True)
+    probe = torch.randn(4, FakeSim().obs_dim)
+    trainer = make_trainer(tmp_path, cfg)
+    acts = _scripted_evals(trainer, [1.0, 3.0, 2.0, 3.0, 0.0], probe)  # a tie later does not replace it
+    trainer.run()
+    assert sorted(acts) == [40, 80, 120, 160, 200]
+    (best,) = list_checkpoints(paths.best)
+    manifest = verify_checkpoint(best)
+    assert manifest["step"] == 80 and manifest["eval_return"] == 3.0
+    assert list(manifest["files"]) == ["policy.pt"]
+    save_config(cfg, paths.config)
+    policy = load_policy(paths)
+    assert policy.step == 80 and torch.allclose(policy.act(probe), acts[80], atol=1e-6)
+    assert not torch.allclose(acts[80], acts[200], atol=1e-3)  # the last policy really differs
+    assert _checkpoint_fingerprint(paths)["checkpoint"] == "best/step_000000000080"
+    # the same folder with keep_best off evaluates the last policy
+    save_config(make_cfg(total_steps=200, eval_interval=40), paths.config)
+    assert load_policy(paths).step == 200
+    assert _checkpoint_fingerprint(paths)["checkpoint"] == "checkpoints/step_000000000200"
+
+
+def test_keep_best_off_writes_no_best(tmp_path):
+    trainer = make_trainer(tmp_path, make_cfg(total_steps=80, eval_interval=40))
+    _scripted_evals(trainer, [1.0, 2.0], torch.zeros(1, FakeSim().obs_dim))
+    trainer.run()
+    assert trainer.counters.best_eval == 2.0 and not SkillPaths(tmp_path).best.exists()
+
+
+def test_keep_best_survives_a_resume_from_an_older_checkpoint(tmp_path):
+    paths = SkillPaths(tmp_path)
+    cfg = make_cfg(total_steps=200, eval_interval=40, keep_best=True, checkpoint_interval=100)
+    trainer = make_trainer(tmp_path, cfg)
+    _scripted_evals(trainer, [1.0, 2.0, 5.0, 1.0, 1.0], torch.zeros(1, FakeSim().obs_dim))
+    trainer.run()
+    newest = list_checkpoints(paths.checkpoints)[0]
+    assert newest.name.endswith("200")
+    shutil.rmtree(newest)  # resume from step 100, whose counters know only the 2.0 at step 80
+    t2 = make_trainer(tmp_path, cfg)
+    _scripted_evals(t2, [4.0, 4.0, 4.0], torch.zeros(1, FakeSim().obs_dim))
+    t2.run(resume=True)
+    (best,) = list_checkpoints(paths.best)
+    assert verify_checkpoint(best)["step"] == 120 and t2.counters.best_eval == 5.0  # 4.0 never replaced it
 
 
 # ---------------------------------------------------------------------------------------------- the hot loop

@@ -444,6 +444,9 @@ class RLConfig(PluggableSection):
     eval_episodes: int = Field(default=2, ge=1)
     checkpoint_interval: int = Field(default=5_000, ge=1)
     keep_checkpoints: int = Field(default=3, ge=1)
+    # beyond the paper: also keep the policy of the best in-training eval return (the imitation reward on
+    # the eval envs' fixed starts) in train/best/, and evaluate and export that one instead of the last
+    keep_best: bool = False
     video_interval: int = Field(default=10_000, ge=1)
     device: str = "auto"
     # learner details (nil.rl.agents): each algorithm's own default is on its variant; null means it too

@@ -83,6 +83,11 @@ class SkillPaths:
         return self.train / "checkpoints"
 
     @property
+    def best(self) -> Path:
+        """The policy of the best in-training evaluation (rl.keep_best), one checkpoint folder."""
+        return self.train / "best"
+
+    @property
     def eval(self) -> Path:
         """Evaluation outputs."""
         return self.root / "eval"

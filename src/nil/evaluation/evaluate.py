@@ -1,7 +1,8 @@
 """`nil eval DIR`: deterministic rollouts of the policy and baselines -> metrics.json, side_by_side.mp4.
 
 Rows of the metrics table:
-- trained: the latest good checkpoint's policy, deterministic actions;
+- trained: the latest good checkpoint's policy (with rl.keep_best the best in-training eval's, train/best/),
+  deterministic actions;
 - baselines.random / baselines.zero: an untrained uniform-random policy and all-zero actions, in the same
   simulator from the same initial states, so the report can show what training gained;
 - baselines.teacher: the ground truth's motion (reference/teacher.npz: the synthetic teacher's, or one a user
@@ -71,11 +72,11 @@ def joint_qpos_indices(model) -> np.ndarray:
 
 
 def _checkpoint_fingerprint(paths: SkillPaths) -> dict[str, Any]:
-    from nil.rl.checkpoint import latest_good
+    from nil.rl.checkpoint import policy_checkpoint
 
-    ckpt, manifest = latest_good(paths.checkpoints, names=["policy"], warn=None)
+    ckpt, manifest = policy_checkpoint(paths, warn=None)
     return {
-        "checkpoint": ckpt.name,
+        "checkpoint": f"{ckpt.parent.name}/{ckpt.name}",
         "step": manifest.get("step"),
         "policy_sha256": (manifest.get("files") or {}).get("policy.pt", {}).get("sha256"),
     }

@@ -180,14 +180,38 @@ def load_file(ckpt: Path, name: str, device: torch.device | str = "cpu") -> dict
         raise CheckpointError(f"checkpoint {ckpt}: cannot load {name}.pt ({e})") from None
 
 
+def keeps_best(paths: SkillPaths) -> bool:
+    """Whether the skill's config asks for the best in-training policy (rl.keep_best); False without one."""
+    from nil.config import load_config
+
+    if not paths.config.exists():  # a bare train/ folder (e.g. a policy teacher's checkpoint)
+        return False
+    return bool(load_config(paths.config).rl.keep_best)
+
+
+def policy_checkpoint(paths: SkillPaths, warn: Callable[[str], None] | None = print) -> tuple[Path, dict]:
+    """The checkpoint whose policy evaluation and export use, with its manifest.
+
+    The best in-training evaluation's (train/best/) when rl.keep_best is set and one was written, else
+    the latest good checkpoint. A best that does not verify is reported and the latest used instead.
+    """
+    if keeps_best(paths) and list_checkpoints(paths.best):
+        try:
+            return latest_good(paths.best, names=["policy"], warn=warn)
+        except CheckpointError as e:
+            if warn is not None:
+                warn(f"warning: {e}; using the latest checkpoint instead of the best")
+    return latest_good(paths.checkpoints, names=["policy"], warn=warn)
+
+
 def load_policy(paths: SkillPaths | str | Path, device: torch.device | str = "cpu"):
-    """The policy of the latest good checkpoint of a skill (with its observation normaliser)."""
+    """The policy a skill's evaluation and export use (policy_checkpoint), with its observation normaliser."""
     from nil.rl.agents import Policy
 
     if not isinstance(paths, SkillPaths):
         paths = SkillPaths(Path(paths))
     try:
-        ckpt, manifest = latest_good(paths.checkpoints, names=["policy"])
+        ckpt, manifest = policy_checkpoint(paths)
     except CheckpointError as e:
         raise CheckpointError(
             f"{e} (no trained policy for {paths.root}; run `nil train {paths.root}` first)"

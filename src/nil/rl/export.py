@@ -118,9 +118,9 @@ def _joint_entries(model: Any) -> tuple[list[str], list[str]]:
 
 def _stored_layout(paths: SkillPaths) -> dict[str, Any] | None:
     """The observation layout the trainer saved with the policy (policy.pt's "observation"), if any."""
-    from nil.rl.checkpoint import latest_good, load_file
+    from nil.rl.checkpoint import load_file, policy_checkpoint
 
-    ckpt, _ = latest_good(paths.checkpoints, names=["policy"])
+    ckpt, _ = policy_checkpoint(paths)
     d = load_file(ckpt, "policy", "cpu").get("observation")
     return d if isinstance(d, dict) else None
 

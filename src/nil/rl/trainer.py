@@ -25,7 +25,8 @@ Evaluation runs on envs of its own (eval_sim, eval_reward; `train` builds them),
 or cuts a training episode: rl.eval_episodes deterministic episodes (the conservative actor's
 tanh(mean)) from the same initial states each time (the eval envs are reseeded). Eval transitions
 never enter the replay buffer. At video points the first eval env is recorded next to the reference
-(reference | agent) into train/videos/step_<N>.mp4.
+(reference | agent) into train/videos/step_<N>.mp4. With rl.keep_best, each eval that beats every
+earlier one also writes its policy to train/best/, which `nil eval` and `nil export` then use.
 
 Host syncs: none per step except that one read of the episode statistics; a non-finite loss is
 accumulated on the device and checked at the periodic points, before anything is saved.
@@ -334,6 +335,10 @@ class Trainer:
                 "resuming with an empty buffer that warm-up refills"
             )
         self.counters.load_state_dict(state["counters"])
+        if self.rl.keep_best and (on_disk := self._best_on_disk()) is not None:
+            # the best may postdate the checkpoint resumed from; a later eval must beat it to replace it
+            c = self.counters
+            c.best_eval = on_disk if c.best_eval is None else max(c.best_eval, on_disk)
         set_rng_state(state["rng"])
         # a new reset-noise stream per resume, so resumed episodes do not replay the first ones
         self.sim.seed(self.cfg.seed + self.counters.step)
@@ -345,7 +350,7 @@ class Trainer:
         files: dict[str, object] = {
             "agent": {"agent": self.agent.state_dict(), "counters": c.state_dict(), "rng": rng_state()},
             "replay": self.buffer.state_dict(),
-            "policy": self.agent.policy_state() | {"observation": self.obs_layout.to_dict()},
+            **self._policy_files(),
         }
         meta = {
             "obs_dim": self.sim.obs_dim,
@@ -367,6 +372,25 @@ class Trainer:
             keep=self.rl.keep_checkpoints,
             newest_only=("replay",),
         )
+
+    def _policy_files(self) -> dict[str, object]:
+        return {"policy": self.agent.policy_state() | {"observation": self.obs_layout.to_dict()}}
+
+    def _save_best(self, eval_return: float) -> Path:
+        """The policy alone, as the one checkpoint in train/best/ (rl.keep_best), with its eval return."""
+        meta = {"eval_return": float(eval_return), "observation": self.obs_layout.to_dict()}
+        return save_checkpoint(self.paths.best, self.counters.step, self._policy_files(), meta, keep=1)
+
+    def _best_on_disk(self) -> float | None:
+        """The eval return of train/best/ (None without one): a resume from an older checkpoint keeps it."""
+        if not list_checkpoints(self.paths.best):
+            return None
+        try:
+            _, manifest = latest_good(self.paths.best, names=["policy"], warn=None)
+        except CheckpointError:
+            return None
+        r = manifest.get("eval_return")
+        return float(r) if r is not None else None
 
     # -- collect: act, step, reward, store, reset finished envs --------------------------------------
     def _act(self, obs: torch.Tensor) -> torch.Tensor:
@@ -541,7 +565,10 @@ class Trainer:
             return
         c = self.counters
         c.evals.append({"step": c.step, "return": ev["return"], "length": ev["length"]})
-        c.best_eval = ev["return"] if c.best_eval is None else max(c.best_eval, ev["return"])
+        if c.best_eval is None or ev["return"] > c.best_eval:
+            c.best_eval = ev["return"]
+            if self.rl.keep_best:
+                self._save_best(ev["return"])
         self.log.scalars({"eval/return": ev["return"], "eval/length": ev["length"]}, c.step)
         self.log.print(
             f"step {c.step}: eval return {ev['return']:.3f} length {ev['length']:.0f}"
