@@ -33,6 +33,9 @@ def print_summary(m: dict[str, Any]) -> None:
     title = f"{m['robot']} / {m['skill']}: {m['episodes']} episode(s), horizon {m['horizon']}"
     if m.get("ramp_steps"):
         title += f", velocities after the teacher's {m['ramp_steps']}-step start-up ramp"
+    pol = m.get("policy") or {}
+    if pol.get("checkpoint"):  # which policy: the last checkpoint's, or the best eval's (rl.keep_best)
+        title += f"; policy {pol['checkpoint']}"
     table = Table(title=title)
     table.add_column("metric (mean ± sd)")
     for i, (name, _) in enumerate(cols):
