@@ -195,7 +195,8 @@ def markdown(summaries: list[dict[str, Any]]) -> str:
     for s in summaries:
         n = len(s["seeds"])
         lines += [
-            f"**{s['robot']}**: {n} seeds x {s['episodes']} eval episodes, {s['steps'][0]} env steps, "
+            f"**{s['robot']}**: {n} seeds x {s['episodes']} eval episodes, policies from env steps "
+            f"{' / '.join(str(x) for x in s['steps'])}, "
             f"velocities after the teacher's {s['ramp_steps']}-step start-up ramp; "
             f"{s['seeds_beating_baselines']}/{n} seeds beat random and standing on IoU and velocity "
             "(task success for a scene skill); "

@@ -164,6 +164,14 @@ def test_task_presets_pick_the_scene_and_name_the_object(menagerie_root):
     assert sit.generator.teacher == "keyframes" and sit.generator.keyframes[0] == "home"
     assert len(sit.generator.keyframes[1]) == 19
     assert "chair" in sit.prompt("Unitree H1 humanoid robot")
+    # the arm that sat most often (pd 1.2, tilt_coef 5) and the best in-training eval's policy
+    assert (sit.robot.control_mode, sit.robot.action_scale, sit.reward.tilt_coef) == ("pd", 1.2, 5.0)
+    assert sit.rl.keep_best is True
+    g1_sit = build_config(robot="unitree_g1", skill="sitting on a chair")
+    assert g1_sit.robot.action_scale == pytest.approx(1.6)  # its seat pose lies 1.6 rad from the stand
+    paper = build_config(robot="unitree_h1", skill="sitting on a chair", preset="paper")
+    assert paper.rl.keep_best is False and paper.scene.task == "sitting"  # the paper's learner wins
+    assert build_config(robot="unitree_h1", skill="hanging from a bar").rl.keep_best is False
     chair = sit.scene.objects[0]  # skill.yaml records the sizes and the place the run uses
     assert (
         chair.pos is not None

@@ -156,7 +156,12 @@ def build_config(
         raise ConfigError("--generator file needs --video PATH (any video ffmpeg can read)")
     from nil.robots.presets import task_preset  # whole-body skills: scene, prompt, keyframe teacher
 
-    extra = merge_values(task_preset(robot, skill, generator), extra)
+    task = task_preset(robot, skill, generator)
+    if preset == "paper":  # a task preset's switches beyond the paper give way to the paper's values
+        from nil.presets import BEYOND_PAPER
+
+        task = merge_values(task, BEYOND_PAPER)
+    extra = merge_values(task, extra)
     base = get_preset(preset).overrides()
     if base.get("generator", {}).get("name", generator) != generator:
         base.pop("generator")  # another generator: the preset's generator options do not apply
