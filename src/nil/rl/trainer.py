@@ -378,14 +378,12 @@ class Trainer:
 
     def _save_best(self, eval_return: float) -> Path:
         """The policy alone, as the one checkpoint in train/best/ (rl.keep_best), with its eval return."""
-        meta = {"eval_return": float(eval_return), "observation": self.obs_layout.to_dict()}
+        meta = {"eval_return": float(eval_return)}  # the layout travels in policy.pt, as in a checkpoint
         return save_checkpoint(self.paths.best, self.counters.step, self._policy_files(), meta, keep=1)
 
     def _best_on_disk(self) -> float | None:
         """The eval return of train/best/ (None without one): a resume from an older checkpoint keeps it."""
-        if not list_checkpoints(self.paths.best):
-            return None
-        try:
+        try:  # latest_good raises on an empty or missing folder too
             _, manifest = latest_good(self.paths.best, names=["policy"], warn=None)
         except CheckpointError:
             return None
