@@ -48,6 +48,7 @@ PAPER = {
 # The figures of the table: (metrics.json key, label, which end is worse).
 FIGURES = (
     ("mean_iou", "mean IoU", "low"),
+    ("moving_iou", "moving-region IoU", "low"),
     ("velocity_ratio", "velocity ratio (after the ramp)", "low"),
     ("root_traj_error", "root-trajectory error [m]", "high"),
     ("falls", "falls (fraction of episodes)", "high"),

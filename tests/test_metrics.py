@@ -21,6 +21,7 @@ from nil.evaluation.metrics import (
 )
 from nil.evaluation.rollout import Episode
 from nil.evaluation.video import BOTH, REF_ONLY, compose_side_by_side, overlap_image
+from nil.reference.motion import moving_region
 
 
 def gait(t: np.ndarray) -> np.ndarray:
@@ -215,6 +216,32 @@ def test_episode_metrics_against_teacher():
     assert m2["falls"] == 1.0 and m2["episode_length"] == half
     agg = aggregate_episodes([m, m2])
     assert agg["falls"] == 0.5 and agg["mean_iou"] == pytest.approx((1 + half / (T - 1)) / 2)
+
+
+def test_moving_iou_scores_the_legs_apart_from_the_static_body():
+    """A body in every frame and a leg that swings under it: standing still matches most of the
+    silhouette (mean_iou high) but none of the moving region; the reference's own motion matches both."""
+    T, dt = 11, 0.05
+    ref = np.zeros((T, 12, 12), bool)
+    ref[:, 1:5, 1:11] = True  # the body, 40 px in every frame
+    for k in range(T):
+        c = 1 + (k % 4) * 2
+        ref[k, 6:10, c : c + 2] = True  # the leg, 8 px, at one of 4 places
+    region = moving_region(ref)
+    assert not region[1:5, 1:11].any() and region[6:10, 1:9].all()  # the body is the core, the leg is not
+    x = np.zeros(T)
+    qj = np.zeros((T, 4))
+    standing = np.repeat(ref[:1], T, 0)
+    m_stand, _ = episode_metrics(_episode(standing, x, qj), ref, dt=dt, moving=region)
+    m_ref, _ = episode_metrics(_episode(ref.copy(), x, qj), ref, dt=dt, moving=region)
+    # standing matches the leg only on the steps whose leg is where frame 0's is (k = 4, 8 of 1..10)
+    assert m_stand["moving_iou"] == pytest.approx(2 / 10)
+    assert m_stand["mean_iou"] == pytest.approx((2 * 1.0 + 8 * 40 / 56) / 10)
+    assert m_ref["moving_iou"] == pytest.approx(1.0) and m_ref["mean_iou"] == pytest.approx(1.0)
+    # a fall at step 5: the steps after it count as 0 here too
+    m_fell, _ = episode_metrics(_episode(ref[:6].copy(), x[:6], qj[:6], fell=True), ref, dt=dt, moving=region)
+    assert m_fell["moving_iou"] == pytest.approx(5 / 10)
+    assert "moving_iou" not in episode_metrics(_episode(ref.copy(), x, qj), ref, dt=dt)[0]
 
 
 def test_side_by_side_composition():

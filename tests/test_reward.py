@@ -588,6 +588,34 @@ def test_iou_window_takes_the_best_nearby_reference_frame():
     assert torch.allclose(win.total - exact.total, win.terms["raw/iou"] - exact.terms["raw/iou"])
 
 
+def test_motion_iou_scores_the_moving_part_apart_from_the_static_body():
+    """reward.motion_iou_weight: S_D is the IoU outside the reference's static core. A body that never
+    moves plus a leg that swings: standing still earns most of S_M but none of S_D; the right leg earns both."""
+    T_ = 10
+    refm = torch.zeros(T_, H, W, dtype=torch.bool)
+    refm[:, 2:8, 2:12] = True  # the body: in every frame (the core)
+    for k in range(T_):
+        col = 2 + k % 5 * 2
+        refm[k, 8:14, col : col + 2] = True  # a leg swinging under it, 12 px, never in 90 % of the frames
+    b = make_batch(n=3, t=4)
+    standing = refm[0].clone()  # the leg held where it was at frame 0
+    right = refm[4].clone()
+    no_leg = refm[4].clone()
+    no_leg[8:] = False
+    b.mask = torch.stack([standing, right, no_leg])
+    kw = dict(ref_masks=refm, num_envs=3, action_dim=4, device="cpu")
+    paper = NILReward(RewardConfig(use_video=False), **kw)(b)
+    got = NILReward(RewardConfig(use_video=False, motion_iou_weight=0.5), **kw)(b)
+    assert "raw/motion_iou" not in paper.terms
+    assert paper.terms["raw/iou"].tolist() == pytest.approx([60 / 84, 1.0, 60 / 72])
+    assert got.terms["raw/motion_iou"].tolist() == pytest.approx([0.0, 1.0, 0.0])
+    assert torch.allclose(got.total - paper.total, 0.5 * got.terms["raw/motion_iou"])
+    # a reference in which nothing moves has no moving region: an error naming the switch, not a zero
+    still = refm[:1].repeat(T_, 1, 1)
+    with pytest.raises(ConfigError, match="reward.motion_iou_weight"):
+        NILReward(RewardConfig(use_video=False, motion_iou_weight=1.0), **{**kw, "ref_masks": still})
+
+
 def test_removed_switches_still_load_as_zero_weights():
     assert RewardConfig(use_iou=False).beta == 0.0 and RewardConfig(use_reg=False).eta == 0.0
     cfg = RewardConfig(use_iou=True, use_reg=True, beta=0.5)

@@ -393,6 +393,11 @@ class RewardConfig(_Strict):
     # velocity integrated over the reference (where the robot has got to, not how fast it goes now)
     position_weight: float = Field(default=0.0, ge=0)
     position_sigma: float = Field(default=0.2, gt=0)  # m: S_P = exp(-|p_agent - p_ref|^2 / sigma^2)
+    # moving-part mask term S_D: the IoU over the pixels outside the reference's static core (those the
+    # robot covers in >= motion_core of its frames), so the legs are scored apart from the body that
+    # standing still already matches
+    motion_iou_weight: float = Field(default=0.0, ge=0)
+    motion_core: float = Field(default=0.9, gt=0, le=1)
 
     @model_validator(mode="before")
     @classmethod

@@ -61,7 +61,13 @@ def merge_values(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 # Every switch beyond the paper, at its paper value (docs/reward.md, "Beyond the paper"). A helper who
 # adds a switch adds it here; the `paper` preset sets all of them, so it never depends on a default.
 BEYOND_PAPER: dict[str, dict[str, Any]] = {
-    "reward": {"iou_window": 0, "speed_weight": 0.0, "position_weight": 0.0, "roll_coef": 0.0},
+    "reward": {
+        "iou_window": 0,
+        "speed_weight": 0.0,
+        "position_weight": 0.0,
+        "roll_coef": 0.0,
+        "motion_iou_weight": 0.0,
+    },
     "rl": {
         "critic_layernorm": False,
         "n_step": 1,

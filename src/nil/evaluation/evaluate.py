@@ -37,9 +37,10 @@ from nil.evaluation.summary import print_summary
 from nil.evaluation.teacher import teacher_motion, teacher_row
 from nil.io import atomic_write_json, sha256_file, sha256_json
 from nil.paths import SkillPaths
+from nil.reference.motion import MOTION_CORE, moving_region
 from nil.sim.base import BatchedSim
 
-EVAL_VERSION = 3
+EVAL_VERSION = 4
 BASELINES = ("random", "zero")
 DEFAULT_EPISODES = MIN_EPISODES  # fewer is a setting (--episodes), noted in the printed table
 RANDOM_EPISODES = 3  # the random baseline is noisy: average at least this many episodes
@@ -188,6 +189,7 @@ def evaluate(
             f"reference masks {ref_masks.shape} do not match the retimed reference "
             f"({ref.num_frames} frames of {ref.hw}); run `nil segment {paths.root} --force`"
         )
+    moving = moving_region(ref_masks)  # where the legs move: `moving_iou` scores them apart from the body
     spec = robot_from_config(cfg)
     dt = 1.0 / float(spec.control_hz)
     horizon = ref.num_frames - 1
@@ -262,6 +264,7 @@ def evaluate(
                         teacher_qpos=None if teacher is None else teacher["qpos"],
                         teacher_root=None if teacher is None else teacher.get("root_pos"),
                         ramp=ramp,
+                        moving=moving,
                     )
                     m.update(task_metrics(spec, ep.qpos, ep.fell))  # scene tasks: success (nil.scene)
                     eps.append(m)
@@ -276,7 +279,9 @@ def evaluate(
             finally:
                 sim.close()
     if teacher is not None:
-        tm, tpf = teacher_row(spec, model, teacher, ref_masks, dt, cfg.reward.target_speed, ramp)
+        tm, tpf = teacher_row(
+            spec, model, teacher, ref_masks, dt, cfg.reward.target_speed, ramp, moving=moving
+        )
         results["teacher"] = tm
         spread["teacher"] = {k: 0.0 for k in tm}  # a replay is deterministic
         per_frame["teacher"] = [round(float(x), 4) for x in tpf]
@@ -323,6 +328,8 @@ def evaluate(
         "per_frame_iou": per_frame,
         "notes": {
             "mean_iou": "steps 1..T-1; steps after a fall count as IoU 0",
+            "moving_iou": f"mean_iou with both masks cut to the reference's moving region (pixels the robot "
+            f"covers in fewer than {MOTION_CORE:.0%} of the reference's frames): the legs, not the static body",
             "velocity_ratio": f"agent / teacher mean forward velocity after the teacher's start-up ramp "
             f"(frames {ramp}..T: the ramp ends half a {RAMP_WINDOW_S} s window after the teacher's windowed "
             f"speed first reaches {RAMP_FRACTION:.0%} of its second-half mean), the agent's while alive",

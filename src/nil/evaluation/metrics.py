@@ -222,11 +222,26 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
+def moving_iou(ref_masks: np.ndarray, masks: np.ndarray, moving: np.ndarray, n: int | None = None) -> np.ndarray:
+    """[T_ref-1] per-step IoU of steps 1..n inside the `moving` region ([H,W] bool); steps past n are 0.
+
+    Both masks are cut to the region, so an agent that covers the reference's static core (the body a
+    robot standing still covers too) earns nothing there: only the moving part is compared.
+    """
+    t_ref = len(ref_masks)
+    n = min(len(masks) - 1, t_ref - 1) if n is None else n
+    out = np.zeros(max(t_ref - 1, 0))
+    if n > 0:
+        out[:n] = mask_iou(ref_masks[1 : n + 1] & moving, np.asarray(masks[1 : n + 1], dtype=bool) & moving)
+    return out
+
+
 # A figure is a mean over at least this many evaluation episodes: one episode is an anecdote.
 MIN_EPISODES = 5
 # The figures a result is read from, with their spread over episodes (per_episode in metrics.json).
 HEADLINE = (
     "mean_iou",
+    "moving_iou",
     "velocity_ratio",
     "velocity_after_ramp",
     "root_traj_error",
@@ -238,6 +253,7 @@ HEADLINE = (
 # Which end of a metric is worse, for the "worst episode" column.
 WORSE_IS_LOWER = {
     "mean_iou",
+    "moving_iou",
     "velocity_ratio",
     "velocity_after_ramp",
     "task_reward",
@@ -295,6 +311,7 @@ def episode_metrics(
     teacher_root: np.ndarray | None = None,
     teacher_dt: float | None = None,
     ramp: int | None = None,
+    moving: np.ndarray | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Scalar metrics of one recorded Episode against the reference masks (and the teacher when given).
 
@@ -302,7 +319,9 @@ def episode_metrics(
     counts the steps after a fall as 0, so falling early cannot score well; `mean_iou_alive` ignores them.
     With a teacher, velocities are compared after its start-up ramp (`ramp` frames, default `ramp_end`
     of the teacher's root x); a teacher slower than STILL_SPEED there gets no `velocity_ratio`.
-    Returns (metrics, per-step IoU over the whole horizon [T-1]).
+    With `moving` (the reference's moving region, `nil.reference.motion.moving_region`), `moving_iou` is
+    the same IoU with both masks cut to that region: the legs' match, apart from the body that standing
+    still matches too. Returns (metrics, per-step IoU over the whole horizon [T-1]).
     """
     t_ref = len(ref_masks)
     n = min(ep.length, t_ref - 1)
@@ -318,6 +337,8 @@ def episode_metrics(
         "forward_distance": forward_distance(root_x),
         "mean_velocity": mean_forward_velocity(root_x, dt),
     }
+    if moving is not None:
+        m["moving_iou"] = float(moving_iou(ref_masks, ep.mask, moving, n).mean()) if len(per_step) else float("nan")
     if len(ep.reward_total):
         m["nil_return"] = float(np.sum(ep.reward_total))
     terms = ep.reward_terms or {}

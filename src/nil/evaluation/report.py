@@ -30,6 +30,7 @@ from nil.paths import SkillPaths
 # first); unknown keys are shown as they are, after these.
 METRIC_LABELS: dict[str, tuple[str, str]] = {
     "mean_iou": ("mean mask IoU vs reference (0 after a fall)", "up"),
+    "moving_iou": ("mask IoU in the reference's moving region (the legs, not the static body)", "up"),
     "velocity_ratio": ("velocity ratio to the teacher, after its start-up ramp", "1"),
     "velocity_after_ramp": ("forward velocity after the teacher's start-up ramp [m/s]", "up"),
     "root_traj_error": ("root-trajectory error [m]", "down"),

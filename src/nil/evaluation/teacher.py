@@ -13,7 +13,14 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from nil.evaluation.metrics import STILL_SPEED, mask_iou, mean_forward_velocity, ramp_end, velocity_after
+from nil.evaluation.metrics import (
+    STILL_SPEED,
+    mask_iou,
+    mean_forward_velocity,
+    moving_iou,
+    ramp_end,
+    velocity_after,
+)
 from nil.sim.base import SimBatch
 
 
@@ -45,6 +52,7 @@ def teacher_row(
     dt: float,
     target_speed: float,
     ramp: int,
+    moving: np.ndarray | None = None,
 ) -> tuple[dict[str, float], np.ndarray]:
     """The teacher's metrics (as a policy's) and its per-step IoU against the reference masks."""
     from nil.reward import task_reward
@@ -77,6 +85,8 @@ def teacher_row(
         "root_traj_error": 0.0,
         "joint_rmse_dtw": 0.0,
     }
+    if moving is not None:
+        m["moving_iou"] = float(moving_iou(ref_masks, masks, moving).mean())
     if velocity_after(root[:, 0], dt, ramp) < STILL_SPEED:
         m.pop("velocity_ratio")  # a teacher that does not move has no velocity to be a ratio of
     m.update(task_metrics(spec, qpos))  # scene tasks: success measures (nil.scene)

@@ -1,4 +1,5 @@
-"""Motion read from the reference video alone: the root's planar velocity and the gait period.
+"""Motion read from the reference video alone: the root's planar velocity, the gait period, and the
+pixels where the robot moves.
 
 Root velocity. The tracking camera follows the root with a fixed orientation, so the floor in the
 reference slides through the image exactly opposite to the root's motion. Floor corners are tracked
@@ -340,6 +341,22 @@ def reference_root_velocity(
             SPEED_SWITCH,
         )
     return vel
+
+
+# --------------------------------------------------------------------------------------------- moving region
+MOTION_CORE = 0.9  # a pixel the robot covers in at least this fraction of the reference's frames is its static core
+
+
+def moving_region(masks: np.ndarray, core: float = MOTION_CORE) -> np.ndarray:
+    """[H, W] bool: the pixels outside the reference's static core (on in fewer than `core` of its frames).
+
+    Under a camera that follows the root, the core is the body that a robot standing still covers too;
+    what is left is where the legs (or arms) move, the part of the silhouette that says the motion.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    if masks.ndim != 3 or len(masks) == 0:
+        raise VideoError(f"moving_region wants [T, H, W] masks, got shape {masks.shape}")
+    return masks.mean(axis=0) < core
 
 
 # --------------------------------------------------------------------------------------------- gait period

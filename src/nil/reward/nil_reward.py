@@ -17,6 +17,7 @@ import torch
 
 from nil.config import RewardConfig
 from nil.errors import ConfigError, EncoderError, SegmentationError, SimulationError
+from nil.reference.motion import moving_region
 from nil.reward import terms as T
 from nil.reward.base import RewardOutput
 from nil.reward.encoders import VideoEncoder
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from nil.sim.base import BatchedSim
 
 REG_TERMS = ("reg_torque", "reg_action_rate", "reg_joint_vel", "reg_foot_slip", "reg_tilt")
-TERM_NAMES = ("video", "iou", *REG_TERMS, "reg", "speed", "position", "task")
+TERM_NAMES = ("video", "iou", "motion_iou", *REG_TERMS, "reg", "speed", "position", "task")
 
 __all__ = ["NILReward", "REG_TERMS", "RewardOutput", "TERM_NAMES"]
 
@@ -85,6 +86,9 @@ class NILReward:
             self._init_speed(ref_root_vel)
         if cfg.position_weight > 0:
             self._init_position()
+        self._free_words: torch.Tensor | None = None
+        if cfg.motion_iou_weight > 0:
+            self._init_motion_region()
 
     # ------------------------------------------------------------------ setup
     def _init_video(self, encoder: VideoEncoder | None, ref_embeddings: torch.Tensor | None) -> None:
@@ -144,6 +148,21 @@ class NILReward:
         self.ref_root_disp = disp
         self._start = torch.full((self.num_envs, 2), float("nan"), device=self.device)
 
+    def _init_motion_region(self) -> None:
+        """The pixels outside the reference's static core (S_D's region), packed; raises when nothing moves."""
+        region = moving_region(self.ref_masks.cpu().numpy(), self.cfg.motion_core)
+        free = torch.from_numpy(region).to(self.ref_masks.device)
+        moving = int((self.ref_masks & free).any(0).sum())
+        if moving < 4:
+            raise ConfigError(
+                f"reward.motion_iou_weight > 0 but the reference's robot has only {moving} moving pixels "
+                f"(its mask covers the same pixels in {self.cfg.motion_core:.0%} of its frames): the robot "
+                "does not move in the reference; set reward.motion_iou_weight: 0 or lower reward.motion_core"
+            )
+        self._free_words = T.pack_masks(free[None])
+        self._moving_words = self._ref_words & self._free_words
+        self._moving_counts = T.count_packed(self._moving_words)
+
     def _to(self, device: torch.device) -> None:
         """Follow the batch's device (state moves once, on the first batch from a new device)."""
         if device == self.device:
@@ -151,6 +170,9 @@ class NILReward:
         self.device = device
         self.ref_masks, self._ref_words = self.ref_masks.to(device), self._ref_words.to(device)
         self._ref_counts = self._ref_counts.to(device)
+        if self._free_words is not None:
+            self._free_words = self._free_words.to(device)
+            self._moving_words, self._moving_counts = self._moving_words.to(device), self._moving_counts.to(device)
         self._held, self._held_ok = self._held.to(device), self._held_ok.to(device)
         if self.ref_root_vel is not None:
             self.ref_root_vel = self.ref_root_vel.to(device)
@@ -251,11 +273,19 @@ class NILReward:
                 "(camera.width/height), then re-run `nil segment DIR --force`"
             )
 
-    def _iou(self, batch: SimBatch, ref_idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(S_M, frame-exact IoU or None): with iou_window w, S_M is the best IoU over frames t-w..t+w."""
-        agent = T.pack_masks(batch.mask)
+    def _iou(
+        self,
+        agent: torch.Tensor,
+        ref_idx: torch.Tensor,
+        words: torch.Tensor,
+        counts: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(S_M, frame-exact IoU or None) of packed agent masks against the packed reference `words`.
+
+        With iou_window w, S_M is the best IoU over frames t-w..t+w. S_D calls it with both sides cut to
+        the moving region.
+        """
         empty = self.cfg.iou_empty
-        words, counts = self._ref_words, self._ref_counts
         w = self.cfg.iou_window
         if w == 0:
             exact = T.iou_packed(
@@ -287,10 +317,15 @@ class NILReward:
             raw["video"], valid = self._video(batch, ref_idx)
             weighted["video"] = cfg.zeta * raw["video"]
 
-        raw["iou"], exact = self._iou(batch, ref_idx)
+        agent = T.pack_masks(batch.mask)
+        raw["iou"], exact = self._iou(agent, ref_idx, self._ref_words, self._ref_counts)
         weighted["iou"] = cfg.beta * raw["iou"]
         if exact is not None:
             raw["iou_exact"] = exact  # the paper's frame-exact S_M, logged beside the windowed one
+        if self._free_words is not None:
+            moving = agent & self._free_words
+            raw["motion_iou"], _ = self._iou(moving, ref_idx, self._moving_words, self._moving_counts)
+            weighted["motion_iou"] = cfg.motion_iou_weight * raw["motion_iou"]
 
         raw["reg_torque"] = T.reg_torque(batch.torque, cfg.torque_coef)
         raw["reg_action_rate"] = T.reg_action_rate(batch.action, batch.prev_action, cfg.action_rate_coef)
@@ -321,7 +356,7 @@ class NILReward:
         total = weighted["iou"] + weighted["reg"] + weighted["task"]
         if cfg.use_video:
             total = total + weighted["video"]
-        for k in ("speed", "position"):
+        for k in ("motion_iou", "speed", "position"):
             if k in weighted:
                 total = total + weighted[k]
         total = self._check_finite(total, raw, batch)
