@@ -379,6 +379,9 @@ class RewardConfig(_Strict):
     # beyond the paper: a side-on camera cannot see the robot lean sideways, so the video cannot say how
     # much it should; this penalises the root's roll alone (added to reg_tilt), leaving pitch to the video
     roll_coef: float = Field(default=0.0, ge=0)
+    # -c * sum_j u_j^2 (q_j - q_rest_j)^2 over the joints whose motion runs along the camera's ray (u_j, the
+    # unseen fraction: nil.reward.visibility): the video cannot say where they are, so they stay at rest
+    unseen_joint_coef: float = Field(default=0.0, ge=0)
     iou_empty: float = Field(default=1.0, ge=0, le=1)  # S_M when agent and reference masks are both empty
     nonfinite_reward: float | None = (
         None  # None: raise on a non-finite reward; a value: use it for sim-flagged envs

@@ -67,6 +67,7 @@ BEYOND_PAPER: dict[str, dict[str, Any]] = {
         "position_weight": 0.0,
         "roll_coef": 0.0,
         "motion_iou_weight": 0.0,
+        "unseen_joint_coef": 0.0,
     },
     "rl": {
         "critic_layernorm": False,

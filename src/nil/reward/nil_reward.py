@@ -26,11 +26,12 @@ from nil.sim.base import SimBatch
 if TYPE_CHECKING:
     from nil.config import SkillConfig
     from nil.paths import SkillPaths
+    from nil.reward.visibility import UnseenJoints
     from nil.robots.spec import RobotSpec
     from nil.sim.base import BatchedSim
 
 REG_TERMS = ("reg_torque", "reg_action_rate", "reg_joint_vel", "reg_foot_slip", "reg_tilt")
-TERM_NAMES = ("video", "iou", "motion_iou", *REG_TERMS, "reg", "speed", "position", "task")
+TERM_NAMES = ("video", "iou", "motion_iou", *REG_TERMS, "reg_unseen", "reg", "speed", "position", "task")
 
 __all__ = ["NILReward", "REG_TERMS", "RewardOutput", "TERM_NAMES"]
 
@@ -56,6 +57,7 @@ class NILReward:
         ref_embeddings: torch.Tensor | None = None,
         ref_root_vel: torch.Tensor | None = None,
         dt: float = 0.01,
+        unseen: UnseenJoints | None = None,
     ) -> None:
         self.cfg = cfg
         self.num_envs = int(num_envs)
@@ -86,6 +88,14 @@ class NILReward:
             self._init_speed(ref_root_vel)
         if cfg.position_weight > 0:
             self._init_position()
+        self.unseen: UnseenJoints | None = None
+        if cfg.unseen_joint_coef > 0:
+            if unseen is None:
+                raise ConfigError(
+                    "reward.unseen_joint_coef > 0 needs the robot's joints and camera (UnseenJoints, from "
+                    "nil.reward.visibility.unseen_joints(spec)); build the reward with skill_reward, or pass unseen="
+                )
+            self.unseen = unseen
         self._free_words: torch.Tensor | None = None
         if cfg.motion_iou_weight > 0:
             self._init_motion_region()
@@ -334,8 +344,12 @@ class NILReward:
         raw["reg_tilt"] = T.reg_tilt(batch.torso_up_z, cfg.tilt_coef, cfg.tilt_form)
         if cfg.roll_coef > 0:  # the free root's quaternion: every NIL robot is a floating base
             raw["reg_tilt"] = raw["reg_tilt"] + T.reg_roll(batch.qpos[:, 3:7], cfg.roll_coef)
-        raw["reg"] = sum(raw[k] for k in REG_TERMS)  # type: ignore[assignment]
-        for k in (*REG_TERMS, "reg"):
+        reg_keys = REG_TERMS
+        if self.unseen is not None:
+            raw["reg_unseen"] = self.unseen.penalty(batch.qpos.to(self.device), cfg.unseen_joint_coef)
+            reg_keys = (*REG_TERMS, "reg_unseen")
+        raw["reg"] = sum(raw[k] for k in reg_keys)  # type: ignore[assignment]
+        for k in (*reg_keys, "reg"):
             weighted[k] = cfg.eta * raw[k]
 
         if self.ref_root_vel is not None:
@@ -403,6 +417,11 @@ def skill_reward(
         ref_vel = torch.from_numpy(reference_root_velocity(paths, spec, ref_masks))
     masks = torch.as_tensor(np.asarray(ref_masks, dtype=bool))
     dt = 1.0 / float(spec.control_hz)
+    unseen = None
+    if cfg.reward.unseen_joint_coef > 0:  # the MJCF and the camera only
+        from nil.reward.visibility import unseen_joints
+
+        unseen = unseen_joints(spec)
 
     def build(sim: BatchedSim) -> NILReward:
         return NILReward(
@@ -415,6 +434,7 @@ def skill_reward(
             ref_embeddings=emb,
             ref_root_vel=ref_vel,
             dt=dt,
+            unseen=unseen,
         )
 
     return build
