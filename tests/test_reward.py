@@ -590,7 +590,8 @@ def test_iou_window_takes_the_best_nearby_reference_frame():
 
 def test_motion_iou_scores_the_moving_part_apart_from_the_static_body():
     """reward.motion_iou_weight: S_D is the IoU outside the reference's static core. A body that never
-    moves plus a leg that swings: standing still earns most of S_M but none of S_D; the right leg earns both."""
+    moves plus a leg that swings: standing still earns most of S_M but none of S_D; the right leg earns
+    both."""
     T_ = 10
     refm = torch.zeros(T_, H, W, dtype=torch.bool)
     refm[:, 2:8, 2:12] = True  # the body: in every frame (the core)

@@ -60,14 +60,14 @@ def leg_spec(tmp_path, elevation: float = 0.0) -> RobotSpec:
 
 def test_a_side_camera_sees_the_swing_and_not_the_splay(tmp_path):
     u = unseen_joints(leg_spec(tmp_path))
-    got = dict(zip(u.names, u.unseen.tolist()))
+    got = dict(zip(u.names, u.unseen.tolist(), strict=True))
     assert got["swing"] == pytest.approx(0.0, abs=1e-9)  # the foot moves along x, across the image
     assert got["splay"] == pytest.approx(1.0, abs=1e-9)  # the foot moves along y, straight at the lens
     assert got["spin"] == pytest.approx(0.0, abs=1e-9)  # its geom sits on the axis: nothing moves
     # from 30 deg above, a vertical-plane swing of a leg hanging down moves the foot horizontally: still seen
     # from the side, and the splay's motion (along y) is cos(30 deg) along the ray
     above = unseen_joints(leg_spec(tmp_path, elevation=-30.0))
-    up = dict(zip(above.names, above.unseen.tolist()))
+    up = dict(zip(above.names, above.unseen.tolist(), strict=True))
     assert up["swing"] == pytest.approx(0.0, abs=1e-9)
     assert up["splay"] == pytest.approx(np.cos(np.radians(30)), abs=1e-6)
     np.testing.assert_allclose(view_ray(CameraSpec(azimuth=90.0, elevation=0.0)), [0, 1, 0], atol=1e-12)

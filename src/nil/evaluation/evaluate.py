@@ -329,7 +329,7 @@ def evaluate(
         "notes": {
             "mean_iou": "steps 1..T-1; steps after a fall count as IoU 0",
             "moving_iou": f"mean_iou with both masks cut to the reference's moving region (pixels the robot "
-            f"covers in fewer than {MOTION_CORE:.0%} of the reference's frames): the legs, not the static body",
+            f"covers in fewer than {MOTION_CORE:.0%} of the reference's frames): the legs, not the body",
             "velocity_ratio": f"agent / teacher mean forward velocity after the teacher's start-up ramp "
             f"(frames {ramp}..T: the ramp ends half a {RAMP_WINDOW_S} s window after the teacher's windowed "
             f"speed first reaches {RAMP_FRACTION:.0%} of its second-half mean), the agent's while alive",

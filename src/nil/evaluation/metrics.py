@@ -222,7 +222,9 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
-def moving_iou(ref_masks: np.ndarray, masks: np.ndarray, moving: np.ndarray, n: int | None = None) -> np.ndarray:
+def moving_iou(
+    ref_masks: np.ndarray, masks: np.ndarray, moving: np.ndarray, n: int | None = None
+) -> np.ndarray:
     """[T_ref-1] per-step IoU of steps 1..n inside the `moving` region ([H,W] bool); steps past n are 0.
 
     Both masks are cut to the region, so an agent that covers the reference's static core (the body a
@@ -338,7 +340,9 @@ def episode_metrics(
         "mean_velocity": mean_forward_velocity(root_x, dt),
     }
     if moving is not None:
-        m["moving_iou"] = float(moving_iou(ref_masks, ep.mask, moving, n).mean()) if len(per_step) else float("nan")
+        m["moving_iou"] = (
+            float(moving_iou(ref_masks, ep.mask, moving, n).mean()) if len(per_step) else float("nan")
+        )
     if len(ep.reward_total):
         m["nil_return"] = float(np.sum(ep.reward_total))
     terms = ep.reward_terms or {}

@@ -344,7 +344,9 @@ def reference_root_velocity(
 
 
 # --------------------------------------------------------------------------------------------- moving region
-MOTION_CORE = 0.9  # a pixel the robot covers in at least this fraction of the reference's frames is its static core
+MOTION_CORE = (
+    0.9  # a pixel the robot covers in at least this fraction of the reference's frames is its static core
+)
 
 
 def moving_region(masks: np.ndarray, core: float = MOTION_CORE) -> np.ndarray:

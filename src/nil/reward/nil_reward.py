@@ -93,7 +93,8 @@ class NILReward:
             if unseen is None:
                 raise ConfigError(
                     "reward.unseen_joint_coef > 0 needs the robot's joints and camera (UnseenJoints, from "
-                    "nil.reward.visibility.unseen_joints(spec)); build the reward with skill_reward, or pass unseen="
+                    "nil.reward.visibility.unseen_joints(spec)); build the reward with skill_reward, "
+                    "or pass unseen="
                 )
             self.unseen = unseen
         self._free_words: torch.Tensor | None = None
@@ -159,7 +160,7 @@ class NILReward:
         self._start = torch.full((self.num_envs, 2), float("nan"), device=self.device)
 
     def _init_motion_region(self) -> None:
-        """The pixels outside the reference's static core (S_D's region), packed; raises when nothing moves."""
+        """The pixels outside the reference's static core (S_D's region), packed; raises if nothing moves."""
         region = moving_region(self.ref_masks.cpu().numpy(), self.cfg.motion_core)
         free = torch.from_numpy(region).to(self.ref_masks.device)
         moving = int((self.ref_masks & free).any(0).sum())
@@ -182,7 +183,10 @@ class NILReward:
         self._ref_counts = self._ref_counts.to(device)
         if self._free_words is not None:
             self._free_words = self._free_words.to(device)
-            self._moving_words, self._moving_counts = self._moving_words.to(device), self._moving_counts.to(device)
+            self._moving_words, self._moving_counts = (
+                self._moving_words.to(device),
+                self._moving_counts.to(device),
+            )
         self._held, self._held_ok = self._held.to(device), self._held_ok.to(device)
         if self.ref_root_vel is not None:
             self.ref_root_vel = self.ref_root_vel.to(device)
@@ -344,7 +348,7 @@ class NILReward:
         raw["reg_tilt"] = T.reg_tilt(batch.torso_up_z, cfg.tilt_coef, cfg.tilt_form)
         if cfg.roll_coef > 0:  # the free root's quaternion: every NIL robot is a floating base
             raw["reg_tilt"] = raw["reg_tilt"] + T.reg_roll(batch.qpos[:, 3:7], cfg.roll_coef)
-        reg_keys = REG_TERMS
+        reg_keys: tuple[str, ...] = REG_TERMS
         if self.unseen is not None:
             raw["reg_unseen"] = self.unseen.penalty(batch.qpos.to(self.device), cfg.unseen_joint_coef)
             reg_keys = (*REG_TERMS, "reg_unseen")

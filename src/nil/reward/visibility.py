@@ -10,8 +10,8 @@ A joint's unseen fraction = sum over its geoms of |(axis x lever) . ray| / sum o
 reset pose (far geoms, which sweep more pixels, count more): 0 for a motion wholly in the image plane, 1 for
 one wholly along the ray. A slide joint's is |axis . ray|. The penalty weighs a joint by the fraction
 squared, the share of its squared displacement that lies along the ray: a vertical motion seen from 20 deg
-above (0.34, so 0.12) stays nearly free, an abduction seen side-on (0.9, so 0.8) does not. Read from the MJCF and the
-camera only, never from a reference or a teacher.
+above (0.34, so 0.12) stays nearly free, an abduction seen side-on (0.9, so 0.8) does not. Read from the
+MJCF and the camera only, never from a reference or a teacher.
 """
 
 from __future__ import annotations
