@@ -313,12 +313,12 @@ def test_fit_recovers_the_default_camera_from_its_own_render():
 
 def test_camera_config_lookat_offset_reaches_the_simulators_renderer():
     """skill.yaml's camera.lookat_offset is honoured where training renders (RobotRenderer via the spec)."""
-    from nil.reference.calibrate import basis
     from nil.reference.frame import render_frame0
     from nil.robots import robot_from_config
+    from nil.robots.spec import free_camera_basis
 
     plain = robot_from_config(parse_config({"camera": {"width": 64, "height": 64}}))
-    _, right, _ = basis(plain.camera.azimuth, plain.camera.elevation)
+    _, right, _ = free_camera_basis(plain.camera.azimuth, plain.camera.elevation)
     off = [float(v) for v in 0.3 * right]
     moved = robot_from_config(parse_config({"camera": {"width": 64, "height": 64, "lookat_offset": off}}))
     assert moved.camera.lookat_offset == pytest.approx(tuple(off))

@@ -36,6 +36,7 @@ import numpy as np
 
 from nil.errors import SegmentationError, VideoError
 from nil.reference.segment.base import iou
+from nil.robots.spec import free_camera_basis
 
 if TYPE_CHECKING:
     from nil.config import CameraConfig, SkillConfig
@@ -98,14 +99,6 @@ class Camera:
         d = asdict(self)
         d["lookat_offset"] = [round(float(v), 5) for v in self.lookat_offset]
         return {k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in d.items()}
-
-
-def basis(azimuth: float, elevation: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(forward, right, up) unit vectors of MuJoCo's free camera (image x = right, image y = -up)."""
-    az, el = math.radians(azimuth), math.radians(elevation)
-    fwd = np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
-    up = np.array([-math.sin(el) * math.cos(az), -math.sin(el) * math.sin(az), math.cos(el)])
-    return fwd, np.cross(fwd, up), up
 
 
 def fit_hw(hw: tuple[int, int], side: int) -> tuple[int, int]:
@@ -174,7 +167,7 @@ def _similarity_iou(render: np.ndarray, target: np.ndarray) -> tuple[float, floa
 
 def _shifted(cam: Camera, dx_px: float, dy_px: float, height_px: int) -> Camera:
     """`cam` with its look-at moved so that the robot moves by (dx, dy) pixels in the image."""
-    _, right, up = basis(cam.azimuth, cam.elevation)
+    _, right, up = free_camera_basis(cam.azimuth, cam.elevation)
     mpp = 2.0 * cam.distance * math.tan(math.radians(cam.fovy) / 2.0) / height_px
     off = np.asarray(cam.lookat_offset) - mpp * (dx_px * right - dy_px * up)
     return replace(cam, lookat_offset=tuple(float(v) for v in off))  # type: ignore[arg-type]
@@ -204,7 +197,7 @@ class FitResult:
 
 def _to_vec(cam: Camera, ref: Camera) -> np.ndarray:
     """Scaled parameter vector (about one unit per step worth trying) around the reference camera."""
-    _, right, up = basis(cam.azimuth, cam.elevation)
+    _, right, up = free_camera_basis(cam.azimuth, cam.elevation)
     sigma = cam.distance * math.tan(math.radians(cam.fovy) / 2.0)
     s_ref = ref.distance * math.tan(math.radians(ref.fovy) / 2.0)
     off = np.asarray(cam.lookat_offset)
@@ -225,7 +218,7 @@ def _from_vec(x: np.ndarray, ref: Camera) -> Camera:
     sigma = s_ref * math.exp(0.05 * x[0])
     az, el = 4.0 * x[1], float(np.clip(4.0 * x[2], -89.0, 89.0))
     fovy = float(np.clip(6.0 * x[5], *FOVY_RANGE))
-    _, right, up = basis(az, el)
+    _, right, up = free_camera_basis(az, el)
     off = 0.08 * s_ref * (x[3] * right + x[4] * up)
     return Camera(sigma / math.tan(math.radians(fovy) / 2.0), az, el, fovy, tuple(float(v) for v in off))  # type: ignore[arg-type]
 

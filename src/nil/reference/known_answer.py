@@ -32,9 +32,9 @@ def perturbed(cam: Camera) -> Camera:
 
 
 def _axes(az: float, el: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from nil.reference.calibrate import basis
+    from nil.robots.spec import free_camera_basis
 
-    return basis(az, el)
+    return free_camera_basis(az, el)
 
 
 def render_clip(

@@ -60,8 +60,9 @@ class CameraGeometry:
 
 def camera_geometry(camera: CameraSpec, root_height: float) -> CameraGeometry:
     """The pinhole of MuJoCo's free tracking camera looking at the root (at `root_height`) + lookat_z."""
-    el, az = math.radians(camera.elevation), math.radians(camera.azimuth)
-    fwd = np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+    from nil.robots.spec import free_camera_basis
+
+    fwd, _, _ = free_camera_basis(camera.azimuth, camera.elevation)
     right = np.cross(fwd, [0.0, 0.0, 1.0])
     right /= np.linalg.norm(right)
     up = np.cross(right, fwd)

@@ -88,7 +88,7 @@ class NILReward:
             self._init_speed(ref_root_vel)
         if cfg.position_weight > 0:
             self._init_position()
-        self.unseen: UnseenJoints | None = None
+        self._unseen: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # qpos columns, rest, u^2
         if cfg.unseen_joint_coef > 0:
             if unseen is None:
                 raise ConfigError(
@@ -96,7 +96,11 @@ class NILReward:
                     "nil.reward.visibility.unseen_joints(spec)); build the reward with skill_reward, "
                     "or pass unseen="
                 )
-            self.unseen = unseen
+            self._unseen = (
+                torch.as_tensor(unseen.qpos_adr, device=self.device),
+                torch.as_tensor(unseen.rest, dtype=torch.float32, device=self.device),
+                torch.as_tensor(unseen.unseen**2, dtype=torch.float32, device=self.device),
+            )
         self._free_words: torch.Tensor | None = None
         if cfg.motion_iou_weight > 0:
             self._init_motion_region()
@@ -187,6 +191,8 @@ class NILReward:
                 self._moving_words.to(device),
                 self._moving_counts.to(device),
             )
+        if self._unseen is not None:
+            self._unseen = tuple(x.to(device) for x in self._unseen)  # type: ignore[assignment]
         self._held, self._held_ok = self._held.to(device), self._held_ok.to(device)
         if self.ref_root_vel is not None:
             self.ref_root_vel = self.ref_root_vel.to(device)
@@ -349,8 +355,8 @@ class NILReward:
         if cfg.roll_coef > 0:  # the free root's quaternion: every NIL robot is a floating base
             raw["reg_tilt"] = raw["reg_tilt"] + T.reg_roll(batch.qpos[:, 3:7], cfg.roll_coef)
         reg_keys: tuple[str, ...] = REG_TERMS
-        if self.unseen is not None:
-            raw["reg_unseen"] = self.unseen.penalty(batch.qpos.to(self.device), cfg.unseen_joint_coef)
+        if self._unseen is not None:
+            raw["reg_unseen"] = T.reg_unseen(batch.qpos, *self._unseen, cfg.unseen_joint_coef)
             reg_keys = (*REG_TERMS, "reg_unseen")
         raw["reg"] = sum(raw[k] for k in reg_keys)  # type: ignore[assignment]
         for k in (*reg_keys, "reg"):

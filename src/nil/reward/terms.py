@@ -131,6 +131,14 @@ def reg_roll(root_quat: torch.Tensor, coef: float) -> torch.Tensor:
     return -coef * (1.0 - torch.sqrt(1.0 - s.square()))
 
 
+def reg_unseen(
+    qpos: torch.Tensor, adr: torch.Tensor, rest: torch.Tensor, weight: torch.Tensor, coef: float
+) -> torch.Tensor:
+    """P_U = -c * sum_j weight_j (q_j - rest_j)^2 over the joints at qpos columns `adr` (weight: unseen^2)."""
+    dq = qpos.float().index_select(1, adr) - rest
+    return -coef * (weight * dq.square()).sum(-1)
+
+
 def tolerance_linear(x: torch.Tensor, lower: float, upper: float, margin: float) -> torch.Tensor:
     """dm_control's tolerance with a linear sigmoid and value 0 at the margin: 1 inside [lower, upper]."""
     dist = (lower - x).clamp_min(0.0) + (x - upper).clamp_min(0.0)  # 0 inside, distance to the bound outside

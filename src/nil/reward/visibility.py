@@ -16,16 +16,16 @@ MJCF and the camera only, never from a reference or a teacher.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import mujoco
 import numpy as np
-import torch
+
+from nil.robots.spec import free_camera_basis
 
 if TYPE_CHECKING:
-    from nil.robots.spec import CameraSpec, RobotSpec
+    from nil.robots.spec import RobotSpec
 
 
 @dataclass(frozen=True)
@@ -36,20 +36,6 @@ class UnseenJoints:
     qpos_adr: np.ndarray  # [J] int, index into qpos
     rest: np.ndarray  # [J] float, the reset pose's value
     unseen: np.ndarray  # [J] float in [0, 1]
-
-    def penalty(self, qpos: torch.Tensor, coef: float) -> torch.Tensor:
-        """-coef * sum_j unseen_j^2 (q_j - rest_j)^2 per env, from qpos [N, nq]."""
-        adr = torch.as_tensor(self.qpos_adr, device=qpos.device)
-        rest = torch.as_tensor(self.rest, dtype=torch.float32, device=qpos.device)
-        w = torch.as_tensor(self.unseen**2, dtype=torch.float32, device=qpos.device)
-        dq = qpos.float().index_select(1, adr) - rest
-        return -coef * (w * dq.square()).sum(-1)
-
-
-def view_ray(camera: CameraSpec) -> np.ndarray:
-    """Unit vector along which MuJoCo's free camera looks (its azimuth and elevation)."""
-    el, az = math.radians(camera.elevation), math.radians(camera.azimuth)
-    return np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
 
 
 def _subtree_geoms(model: mujoco.MjModel, body: int) -> np.ndarray:
@@ -67,7 +53,7 @@ def unseen_joints(spec: RobotSpec, model: mujoco.MjModel | None = None) -> Unsee
     data = mujoco.MjData(model)
     data.qpos[:] = spec.initial_qpos(model)
     mujoco.mj_forward(model, data)
-    ray = view_ray(spec.camera)
+    ray, _, _ = free_camera_basis(spec.camera.azimuth, spec.camera.elevation)
     names, adrs, rest, unseen = [], [], [], []
     for j in range(model.njnt):
         kind = int(model.jnt_type[j])

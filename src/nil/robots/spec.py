@@ -37,6 +37,14 @@ FLOOR_NAME = "nil_floor"
 FLOOR_RENDER_HALF_SIZE = 50.0  # metres; rendering only
 
 
+def free_camera_basis(azimuth: float, elevation: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(forward, right, up) unit vectors of MuJoCo's free camera (degrees; image x = right, image y = -up)."""
+    az, el = math.radians(azimuth), math.radians(elevation)
+    fwd = np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+    up = np.array([-math.sin(el) * math.cos(az), -math.sin(el) * math.sin(az), math.cos(el)])
+    return fwd, np.cross(fwd, up), up
+
+
 @dataclass
 class CameraSpec:
     """Tracking camera ("camera follows the agent"): looks at the root (+ lookat_z) from a fixed offset."""

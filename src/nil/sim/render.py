@@ -8,7 +8,6 @@ in the robot's body subtree. Shadows, reflections, skybox and MSAA are off (~10x
 
 from __future__ import annotations
 
-import math
 import os
 
 import mujoco
@@ -16,7 +15,7 @@ import numpy as np
 
 from nil.errors import RobotError
 from nil.gl import ensure_offscreen_gl
-from nil.robots.spec import RobotSpec
+from nil.robots.spec import RobotSpec, free_camera_basis
 
 
 def _check_gl_platform() -> None:
@@ -215,6 +214,5 @@ def camera_anchor(spec: RobotSpec, model: mujoco.MjModel) -> np.ndarray | None:
 def camera_position(spec: RobotSpec, lookat: np.ndarray) -> np.ndarray:
     """World position of the tracking camera for a given lookat point (for tests and other backends)."""
     c = spec.camera
-    el, az = math.radians(c.elevation), math.radians(c.azimuth)
-    fwd = np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
+    fwd, _, _ = free_camera_basis(c.azimuth, c.elevation)
     return np.asarray(lookat, float) - c.distance * fwd
