@@ -270,6 +270,8 @@ def test_presets_differ_exactly_where_intended() -> None:
         "rl.actor_width",
         "rl.critic_width",
         "rl.gamma",
+        "rl.actor_lr",  # 1e-3 with gamma 0.9 in the demo (docs/benchmarks.md, "A shorter discount ...")
+        "rl.critic_lr",
         "rl.init_temperature",
         "rl.eval_interval",
         "rl.video_interval",
