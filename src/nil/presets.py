@@ -161,7 +161,7 @@ PAPER = Preset(
 # - PD control at 25 Hz: the teacher's CPG is a PD gait, so its motion lies in the action space; 50
 #   decisions per 2-s reference keep the credit assignment short.
 # - gamma 0.9 and learning rates 1e-3 (were 0.95 and 3e-4): over 3 ant seeds IoU 0.756 +- 0.003 (worst
-#   0.753) against 0.733 +- 0.026 (worst 0.702), the A1's 2 seeds +0.02 each, velocity targets kept
+#   0.753) against 0.733 +- 0.026 (worst 0.702), the A1's 3 seeds 0.639 against 0.610, velocity targets kept
 #   (docs/benchmarks.md, "A shorter discount and a faster learning rate"). A small gain, mostly on the
 #   worst seed; a walker that must not fall wants a longer horizon (the H1 rows set gamma 0.98).
 # - eta = 0.2 and a tiny torque coefficient: with the default weights the regularisers cancel the IoU gain
