@@ -100,6 +100,7 @@ NULL_OK = {
     "generator.keyframe_times",  # only for teacher keyframes
     "encoder.revision",  # the hub's default branch (the commit is recorded with the embeddings)
     "reward.nonfinite_reward",  # none: a non-finite reward raises
+    "reward.speed_sigma_depth",  # none: S_R is isotropic (speed_sigma in every direction)
     "rl.gait_period_s",  # only with rl.gait_clock; estimated from the reference masks
     "sim.nconmax",  # Warp only, sized from the model's contacts
     "sim.njmax",

@@ -500,6 +500,29 @@ def test_speed_term_signs_and_values():
     assert torch.allclose(speed_reward(weight=2.0)(b).terms["weighted/speed"], 2.0 * s)
 
 
+def test_speed_sigma_depth_widens_the_term_along_the_line_of_sight_only():
+    """reward.speed_sigma_depth: the camera at azimuth 90 looks along +y, so an error in v_y is scored with
+    sigma_depth and one in v_x with speed_sigma; null keeps the isotropic term; no azimuth is an error."""
+    vel = torch.zeros(12, 2)
+    vel[:, 0] = 0.5
+    kw = dict(ref_masks=ref_masks(), num_envs=3, action_dim=4, device="cpu", ref_root_vel=vel)
+    cfg = RewardConfig(use_video=False, speed_weight=1.0, speed_sigma=0.25, speed_sigma_depth=0.5)
+    r = NILReward(cfg, camera_azimuth=90.0, **kw)
+    b = make_batch(n=3, rest=True)
+    # errors of 0.25 m/s across the view (x), along it (y), and both
+    b.root_lin_vel = torch.tensor([[0.75, 0.0, 0.0], [0.5, 0.25, 0.0], [0.25, -0.25, 0.0]])
+    s = r(b).terms["raw/speed"]
+    assert s.tolist() == pytest.approx([math.exp(-1.0), math.exp(-0.25), math.exp(-1.25)], rel=1e-5)
+    # a camera turned to azimuth 0 looks along +x: the roles swap
+    s0 = NILReward(cfg, camera_azimuth=0.0, **kw)(b).terms["raw/speed"]
+    assert s0.tolist() == pytest.approx([math.exp(-0.25), math.exp(-1.0), math.exp(-1.25)], rel=1e-5)
+    iso = NILReward(cfg.model_copy(update={"speed_sigma_depth": None}), camera_azimuth=90.0, **kw)
+    want = [math.exp(-1.0), math.exp(-1.0), math.exp(-2.0)]
+    assert iso(b).terms["raw/speed"].tolist() == pytest.approx(want, rel=1e-5)
+    with pytest.raises(ConfigError, match="speed_sigma_depth"):
+        NILReward(cfg, **kw)
+
+
 def test_speed_term_follows_the_reference_frame():
     vel = torch.zeros(12, 2)
     vel[6:, 0] = 1.0  # the reference stands for 6 frames, then walks

@@ -392,6 +392,9 @@ class RewardConfig(_Strict):
     iou_window: int = Field(default=0, ge=0, le=25)  # S_M = best IoU over reference frames t-w..t+w
     speed_weight: float = Field(default=0.0, ge=0)  # root-motion cue S_R from the reference's floor flow
     speed_sigma: float = Field(default=0.25, gt=0)  # m/s: S_R = exp(-|v_agent - v_ref|^2 / sigma^2)
+    # m/s: S_R's width along the camera's line of sight (on the ground), where the floor's flow is weakest
+    # and the estimate least sure; None: speed_sigma in every direction
+    speed_sigma_depth: float | None = Field(default=None, gt=0)
     # root-position cue S_P: the root's planar displacement from its start against the same floor-flow
     # velocity integrated over the reference (where the robot has got to, not how fast it goes now)
     position_weight: float = Field(default=0.0, ge=0)

@@ -9,6 +9,7 @@ docs/reward.md for every decision.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -58,6 +59,7 @@ class NILReward:
         ref_root_vel: torch.Tensor | None = None,
         dt: float = 0.01,
         unseen: UnseenJoints | None = None,
+        camera_azimuth: float | None = None,
     ) -> None:
         self.cfg = cfg
         self.num_envs = int(num_envs)
@@ -82,6 +84,16 @@ class NILReward:
         self._held = torch.zeros(self.num_envs, device=self.device)
         self._held_ok = torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         self.ref_root_vel: torch.Tensor | None = None
+        self._depth_dir: tuple[float, float] | None = None
+        if cfg.speed_sigma_depth is not None and cfg.speed_weight > 0:
+            if camera_azimuth is None:
+                raise ConfigError(
+                    "reward.speed_sigma_depth needs the camera's azimuth (its line of sight on the ground); "
+                    "build the reward with skill_reward, pass camera_azimuth=, or set "
+                    "reward.speed_sigma_depth: null"
+                )
+            az = math.radians(float(camera_azimuth))  # MuJoCo's free camera looks along (cos az, sin az)
+            self._depth_dir = (math.cos(az), math.sin(az))
         self.ref_root_disp: torch.Tensor | None = None
         self._start: torch.Tensor | None = None
         if cfg.speed_weight > 0 or cfg.position_weight > 0:
@@ -364,7 +376,9 @@ class NILReward:
 
         if self.ref_root_vel is not None:
             v_ref = self.ref_root_vel.index_select(0, ref_idx)
-            raw["speed"] = T.planar_match(batch.root_lin_vel[:, :2], v_ref, cfg.speed_sigma)
+            raw["speed"] = T.planar_match(
+                batch.root_lin_vel[:, :2], v_ref, cfg.speed_sigma, cfg.speed_sigma_depth, self._depth_dir
+            )
             weighted["speed"] = cfg.speed_weight * raw["speed"]
 
         if self.ref_root_disp is not None and self._start is not None:
@@ -445,6 +459,7 @@ def skill_reward(
             ref_root_vel=ref_vel,
             dt=dt,
             unseen=unseen,
+            camera_azimuth=float(spec.camera.azimuth),
         )
 
     return build

@@ -82,11 +82,27 @@ def video_similarity(z_agent: torch.Tensor, z_ref: torch.Tensor, metric: str = "
     raise ValueError(f"unknown video metric {metric!r}; use cosine or neg_l2")
 
 
-def planar_match(agent: torch.Tensor, ref: torch.Tensor, sigma: float) -> torch.Tensor:
+def planar_match(
+    agent: torch.Tensor,
+    ref: torch.Tensor,
+    sigma: float,
+    sigma_depth: float | None = None,
+    depth_dir: tuple[float, float] | None = None,
+) -> torch.Tensor:
     """exp(-||agent - ref||^2 / sigma^2) in (0,1] for planar root vectors [N,2]: S_R on velocities (m/s),
-    S_P on displacements from the start (m)."""
-    err = (agent.float() - ref.float()).square().sum(-1)
-    return torch.exp(-err / (sigma * sigma))
+    S_P on displacements from the start (m).
+
+    With sigma_depth and depth_dir (a planar unit vector: the camera's line of sight on the ground), the
+    error's component along depth_dir is scaled by sigma_depth instead: exp(-e_across^2/sigma^2 -
+    e_along^2/sigma_depth^2).
+    """
+    err = agent.float() - ref.float()
+    if sigma_depth is None or depth_dir is None:
+        return torch.exp(-err.square().sum(-1) / (sigma * sigma))
+    u = torch.as_tensor(depth_dir, dtype=err.dtype, device=err.device)
+    along = err @ u
+    across_sq = err.square().sum(-1) - along.square()
+    return torch.exp(-across_sq.clamp_min(0) / (sigma * sigma) - along.square() / (sigma_depth * sigma_depth))
 
 
 def reg_torque(torque: torch.Tensor, coef: float) -> torch.Tensor:
