@@ -263,7 +263,7 @@ def test_presets_differ_exactly_where_intended() -> None:
         "reward.torque_coef",
         "reward.speed_weight",  # the beyond-paper switches only the demo turns on (docs/benchmarks.md,
         "reward.iou_window",  # "Imitation ablation (ant)")
-        "reward.speed_sigma_depth",  # the speed cue's depth width ("Does the reward prefer the teacher?")
+        "reward.speed_sigma",  # 0.5 m/s in the demo ("Does the reward prefer the teacher?")
         "rl.obs_prev_action",
         "rl.gait_clock",
         "rl.total_steps",
