@@ -36,13 +36,8 @@ def teacher_act_fn(actions: np.ndarray):
     """Open-loop replay of teacher.npz's actions (action[k] led to frame k; action[0] is 0)."""
     import torch
 
-    step = {"i": 0}
-
     def act(batch: Any) -> Any:
-        if int(batch.t[0]) == 0:
-            step["i"] = 0
-        step["i"] += 1
-        a = actions[min(step["i"], len(actions) - 1)]
+        a = actions[min(int(batch.t[0]) + 1, len(actions) - 1)]  # the batch at frame t takes the step to t+1
         return torch.as_tensor(a, dtype=torch.float32)[None]
 
     return act

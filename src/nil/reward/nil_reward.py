@@ -9,7 +9,6 @@ docs/reward.md for every decision.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ from nil.reference.motion import moving_region
 from nil.reward import terms as T
 from nil.reward.base import RewardOutput
 from nil.reward.encoders import VideoEncoder
+from nil.robots.spec import free_camera_basis
 from nil.sim.base import SimBatch
 
 if TYPE_CHECKING:
@@ -92,8 +92,8 @@ class NILReward:
                     "build the reward with skill_reward, pass camera_azimuth=, or set "
                     "reward.speed_sigma_depth: null"
                 )
-            az = math.radians(float(camera_azimuth))  # MuJoCo's free camera looks along (cos az, sin az)
-            self._depth_dir = (math.cos(az), math.sin(az))
+            fwd, _, _ = free_camera_basis(float(camera_azimuth), 0.0)  # elevation 0: the ground line of sight
+            self._depth_dir = (float(fwd[0]), float(fwd[1]))
         self.ref_root_disp: torch.Tensor | None = None
         self._start: torch.Tensor | None = None
         if cfg.speed_weight > 0 or cfg.position_weight > 0:

@@ -99,8 +99,7 @@ def planar_match(
     err = agent.float() - ref.float()
     if sigma_depth is None or depth_dir is None:
         return torch.exp(-err.square().sum(-1) / (sigma * sigma))
-    u = torch.as_tensor(depth_dir, dtype=err.dtype, device=err.device)
-    along = err @ u
+    along = err[:, 0] * depth_dir[0] + err[:, 1] * depth_dir[1]  # floats: no per-step tensor to build
     across_sq = err.square().sum(-1) - along.square()
     return torch.exp(-across_sq.clamp_min(0) / (sigma * sigma) - along.square() / (sigma_depth * sigma_depth))
 
