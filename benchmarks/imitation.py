@@ -116,7 +116,7 @@ def run_seed(
     """
     import shutil
 
-    from nil.config import save_config
+    from nil.config import load_config, save_config
     from nil.evaluation.pipeline import run_skill
     from nil.paths import SkillPaths
     from nil.reference.bundle import generate_reference
@@ -138,8 +138,11 @@ def run_seed(
     if camera == "perturbed":  # ground truth for evaluation only (training never reads teacher.npz)
         truth = SkillPaths(root / "_source").teacher
         shutil.copyfile(truth, SkillPaths(ref_dir).teacher)
-    if not (seed_dir / "skill.yaml").exists():
-        save_config(cfg, seed_dir)
+    if (seed_dir / "skill.yaml").exists():  # --resume keeps the folder's config, but at the new budget
+        cfg = load_config(seed_dir)
+    if steps is not None:  # the folder's skill.yaml says how far its policy was trained
+        cfg.rl.total_steps = int(steps)
+    save_config(cfg, seed_dir)
     link_stage1(ref_dir, seed_dir)
     t0 = time.perf_counter()
     m = run_skill(seed_dir, steps=steps, episodes=episodes)

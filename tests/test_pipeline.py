@@ -57,9 +57,15 @@ def test_examples_are_valid_and_have_the_paper_settings():
         assert cfg.rl.algo == "bro" and cfg.sim.backend == "warp" and cfg.sim.device == "cuda"
 
 
-def test_demo_yaml_matches_what_nil_demo_writes():
+def test_demo_yaml_matches_what_nil_demo_writes(tmp_path):
     shipped = load_config(EXAMPLES / "demo.yaml")
     assert config_to_dict(shipped) == config_to_dict(demo_config())
+    # the text too (below its comment header): a key missing from the file would parse to its default
+    # and pass the comparison above, yet the file would no longer show the user every value
+    written = save_config(demo_config(), tmp_path / "skill.yaml").read_text()
+    lines = (EXAMPLES / "demo.yaml").read_text().splitlines(keepends=True)
+    body = "".join(line for line in lines if not line.startswith("#"))
+    assert body == written, "examples/demo.yaml is stale: regenerate it (the command is in its header)"
     cfg = demo_config()
     assert cfg.robot.name == "ant" and cfg.generator.name == "synthetic" and cfg.segmenter.name == "flow"
     assert not cfg.reward.use_video and cfg.rl.algo == "sac"
