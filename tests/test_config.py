@@ -133,7 +133,9 @@ def test_init_resolves_every_default(tmp_path: Path, preset: str) -> None:
     data = config_to_dict(cfg)
     assert _nulls(data) <= NULL_OK, _nulls(data) - NULL_OK
     # the values the layers used to derive at run time, now in the file: the ant's 8 actuators, SAC
-    assert cfg.rl.target_entropy == -8.0 and cfg.rl.pessimism == 1.0 and cfg.rl.weight_decay == 0.0
+    # (the demo sets its target entropy itself: 0 per action, nil/presets.py says why)
+    assert cfg.rl.target_entropy == {"cpu": -8.0, "demo": 0.0}[preset]
+    assert cfg.rl.pessimism == 1.0 and cfg.rl.weight_decay == 0.0
     assert cfg.robot.feet_bodies and cfg.robot.kp == 100.0 and cfg.camera.distance and cfg.camera.distance > 0
     assert cfg.generator.fps == 25.0 and cfg.generator.gait_hz == 1.0 and cfg.rl.torch_threads == 1
     # skill.yaml round trip equals the resolved config, and resolving it again changes nothing
@@ -161,11 +163,16 @@ def test_changed_robot_or_algo_rederives(tmp_path: Path) -> None:
     moved = parse_config(data)
     assert isinstance(moved.rl, BROConfig) and moved.rl.pessimism == 0.0
     assert moved.robot.kp is None and moved.robot.feet_bodies is None and moved.camera.distance is None
-    assert moved.rl.target_entropy is None  # derived again (from the A1's 12 actuators at nil init)
     assert moved.robot.control_hz == 25.0 and moved.robot.control_mode == "pd"  # set by the preset: kept
-    assert moved.camera.width == 80
+    assert moved.camera.width == 80 and moved.rl.target_entropy == 0.0
     again = build_config(robot="unitree_a1", skill="walking", preset="demo", overrides=["rl.algo=bro"])
-    assert again.rl.target_entropy == -6.0 and again.robot.feet_bodies != cfg.robot.feet_bodies
+    assert again.rl.target_entropy == 0.0 and again.robot.feet_bodies != cfg.robot.feet_bodies
+    # a derived target entropy (the cpu preset leaves it to the algorithm) is derived again
+    cpu = config_to_dict(build_config(robot="ant", skill="walking", preset="cpu"))
+    cpu["robot"]["name"], cpu["rl"]["algo"] = "unitree_a1", "bro"
+    assert parse_config(cpu).rl.target_entropy is None
+    bro_a1 = build_config(robot="unitree_a1", skill="walking", preset="cpu", overrides=["rl.algo=bro"])
+    assert bro_a1.rl.target_entropy == -6.0  # -|A|/2 for the A1's 12 actuators
 
 
 def test_sections_are_discriminated_unions() -> None:
@@ -275,6 +282,7 @@ def test_presets_differ_exactly_where_intended() -> None:
         "rl.actor_lr",  # 1e-3 with gamma 0.9 in the demo (docs/benchmarks.md, "A shorter discount ...")
         "rl.critic_lr",
         "rl.init_temperature",
+        "rl.target_entropy",  # 0 per action in the demo ("Exploration: SAC's target entropy")
         "rl.eval_interval",
         "rl.video_interval",
         "rl.log_interval",
