@@ -320,3 +320,23 @@ def test_scene_task_success_reaches_the_eval_metrics():
     assert m["task_success"] == 0.0 and m["task_success_rate"] == 0.0
     assert aggregate_episodes([m, {**m, "task_success": 1.0}])["task_success"] == 0.5
     assert task_metrics(robot_from_config(parse_config({}, "plain")), standing) == {}  # no scene: nothing
+
+
+def test_iou_by_phase_splits_the_mean_at_the_start_and_the_ramp():
+    """benchmarks/iou_by_phase.py: the per-frame IoU's mean over the start, the rest of the ramp, after it."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "iou_by_phase.py"
+    spec = importlib.util.spec_from_file_location("bench_iou_by_phase", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    iou = np.array([0.2] * 5 + [0.5] * 5 + [0.8] * 10)
+    m = bench.phase_means(iou, ramp=10, start=5)
+    assert m["start"] == pytest.approx(0.2) and m["ramp"] == pytest.approx(0.5)
+    assert m["after_ramp"] == pytest.approx(0.8) and m["all"] == pytest.approx(iou.mean())
+    # a ramp inside the start leaves the middle span empty, and a ramp past the end the last one
+    short = bench.phase_means(iou, ramp=3, start=5)
+    assert np.isnan(short["ramp"]) and short["after_ramp"] == pytest.approx(iou[5:].mean())
+    assert np.isnan(bench.phase_means(iou, ramp=40)["after_ramp"])
