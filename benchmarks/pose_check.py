@@ -48,8 +48,9 @@ def main() -> None:
         type=int,
         default=0,
         metavar="N",
-        help="also print N episodes' root height, roll, pitch and x every 5 steps (where a sit or fall goes)",
+        help="also print N episodes' root height, roll, pitch and x (every --every steps)",
     )
+    ap.add_argument("--every", type=int, default=5, help="the traces' stride in control steps (default 5)")
     args = ap.parse_args()
     paths = SkillPaths(args.skill)
     cfg = load_config(paths.config)
@@ -72,11 +73,12 @@ def main() -> None:
             (f"episode {i} ({e.length} steps{', fell' if e.fell else ''})", e.qpos)
             for i, e in enumerate(traces)
         ]
+        stride = max(args.every, 1)
         for head, q in shown:
             roll, pitch = attitude(q)
             print(head)
             for label, v in (("height", q[:, 2]), ("roll", roll), ("pitch", pitch), ("x", q[:, 0])):
-                print(f"  {label:6s} {np.round(v[::5], 2 if label in ('height', 'x') else 0).tolist()}")
+                print(f"  {label:6s} {np.round(v[::stride], 2 if label in ('height', 'x') else 0).tolist()}")
     k = args.skip
     rows = (("agent", ep.qpos), ("teacher", teacher_q[: len(ep.qpos)]))
     for name, q in rows:
