@@ -1,8 +1,9 @@
 """Where in the episode a policy's IoU is won or lost: the start, the rest of the ramp, after the ramp.
 
-`nil eval` keeps a per-frame IoU for each policy (eval/metrics.json, `per_frame_iou`: the first eval episode
-of the trained policy and of the random and standing-still baselines, and the teacher's replay; a frame
-after a fall counts 0). A mean IoU just under
+`nil eval` keeps a per-frame IoU for each policy (eval/metrics.json, `per_frame_iou_mean`: the mean over every
+eval episode of the trained policy and of the random and standing-still baselines, and the teacher's replay;
+a frame after a fall counts 0; metrics.json files written before it have `per_frame_iou`, the first episode
+only, which is used then and said so). A mean IoU just under
 standing still's can hide a policy that matches the gait well and loses a few frames at the start, or one
 that starts well and then drifts; this splits the mean by phase so the two read apart. The ramp is the
 teacher's start-up (`ramp_steps`, the frames the velocity figures leave out).
@@ -42,7 +43,10 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|")
     for seed in args.seeds:
         metrics = json.loads((seed / "eval" / "metrics.json").read_text())
-        per_frame = metrics.get("per_frame_iou")
+        per_frame = metrics.get("per_frame_iou_mean")
+        if not per_frame:
+            per_frame = metrics.get("per_frame_iou")
+            print(f"({seed}: first eval episode only; `nil eval {seed}` again for every episode's mean)")
         if not per_frame:
             raise SystemExit(f"{seed}/eval/metrics.json has no per_frame_iou; re-run `nil eval {seed}`")
         ramp = int(metrics.get("ramp_steps") or 0)

@@ -122,6 +122,10 @@ def test_tiny_run_produces_every_file_then_skips_every_stage(tmp_path, monkeypat
         assert row["reg_total"] <= 0.0
     horizon = metrics["horizon"]
     assert len(metrics["per_frame_iou"]["trained"]) == horizon
+    # the per-frame mean over the 5 episodes is the figure's own breakdown: its mean is the row's mean IoU
+    for row, figures in (("trained", metrics["trained"]), ("zero", metrics["baselines"]["zero"])):
+        frames = metrics["per_frame_iou_mean"][row]
+        assert len(frames) == horizon and abs(np.mean(frames) - figures["mean_iou"]) < 2e-4
     # the measurement protocol: >= 5 episodes by default, mean ± sd and each episode's headline figures
     assert metrics["episodes"] == 5 and len(metrics["per_episode"]["trained"]["mean_iou"]) == 5
     assert metrics["sd"]["trained"]["mean_iou"] >= 0.0 and metrics["ramp_steps"] <= horizon // 2

@@ -218,6 +218,7 @@ def evaluate(
     spread: dict[str, dict[str, float]] = {}
     per_episode: dict[str, dict[str, list[float]]] = {}
     per_frame: dict[str, list[float]] = {}
+    per_frame_mean: dict[str, list[float]] = {}  # the same, averaged over every episode of the row
     first: dict[str, Episode] = {}
     n_eps = {name: max(episodes, RANDOM_EPISODES) if name == "random" else episodes for name in names}
     total = sum(n_eps.values()) * horizon
@@ -244,6 +245,7 @@ def evaluate(
                     raise MissingStageError(f"unknown baseline {name!r}; use one of {BASELINES}")
                 reward = make_reward(sim)
                 eps = []
+                frames_by_ep: list[np.ndarray] = []
                 for k in range(n_eps[name]):
                     prog.update(bar, description=f"{name} episode {k + 1}/{n_eps[name]}")
                     ep = run_episode(
@@ -268,9 +270,12 @@ def evaluate(
                     )
                     m.update(task_metrics(spec, ep.qpos, ep.fell))  # scene tasks: success (nil.scene)
                     eps.append(m)
+                    frames_by_ep.append(np.asarray(pf, np.float64))
                     if k == 0:
                         first[name] = ep
                         per_frame[name] = [round(float(x), 4) for x in pf]
+                # every episode's frames are scored (a fall's later frames as 0), so they stack
+                per_frame_mean[name] = [round(float(x), 4) for x in np.mean(frames_by_ep, axis=0)]
                 results[name] = aggregate_episodes(eps)
                 spread[name] = spread_episodes(eps)
                 per_episode[name] = {
@@ -285,6 +290,7 @@ def evaluate(
         results["teacher"] = tm
         spread["teacher"] = {k: 0.0 for k in tm}  # a replay is deterministic
         per_frame["teacher"] = [round(float(x), 4) for x in tpf]
+        per_frame_mean["teacher"] = per_frame["teacher"]
 
     if write_video:
         from nil.evaluation.video import compose_side_by_side, write_side_by_side
@@ -326,8 +332,11 @@ def evaluate(
         "scene_task": task,
         "gain_over_random": gain,
         "per_frame_iou": per_frame,
+        "per_frame_iou_mean": per_frame_mean,
         "notes": {
             "mean_iou": "steps 1..T-1; steps after a fall count as IoU 0",
+            "per_frame_iou": "IoU at steps 1..T of each row's first episode (a fall's later steps 0); "
+            "per_frame_iou_mean: the same averaged over every episode of the row",
             "moving_iou": f"mean_iou with both masks cut to the reference's moving region (pixels the robot "
             f"covers in fewer than {MOTION_CORE:.0%} of the reference's frames): the legs, not the body",
             "velocity_ratio": f"agent / teacher mean forward velocity after the teacher's start-up ramp "

@@ -178,7 +178,7 @@ def run_skill(
     total = time.perf_counter() - t_all
     st.console.print("stages: " + ", ".join(f"{k} {v}" for k, v in st.log.items()))
     st.console.print(f"done in {total:.0f} s; report: {paths.report}")
-    result = {k: v for k, v in metrics.items() if k not in ("per_frame_iou", "notes")}
+    result = {k: v for k, v in metrics.items() if k not in ("per_frame_iou", "per_frame_iou_mean", "notes")}
     result["stages"] = dict(st.log)
     result["stage_seconds"] = dict(st.times)
     result["report"] = str(paths.report)

@@ -50,6 +50,7 @@ HIDDEN_METRICS = frozenset(
         "report",
         "notes",
         "per_frame_iou",
+        "per_frame_iou_mean",
         "prompt",
         "skill",
         "robot",
