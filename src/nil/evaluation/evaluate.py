@@ -335,7 +335,7 @@ def evaluate(
         "per_frame_iou_mean": per_frame_mean,
         "notes": {
             "mean_iou": "steps 1..T-1; steps after a fall count as IoU 0",
-            "per_frame_iou": "IoU at steps 1..T of each row's first episode (a fall's later steps 0); "
+            "per_frame_iou": "IoU per step, as mean_iou counts it, of each row's first episode; "
             "per_frame_iou_mean: the same averaged over every episode of the row",
             "moving_iou": f"mean_iou with both masks cut to the reference's moving region (pixels the robot "
             f"covers in fewer than {MOTION_CORE:.0%} of the reference's frames): the legs, not the body",
