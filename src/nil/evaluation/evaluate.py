@@ -144,6 +144,11 @@ def eval_sim(spec: Any, cfg: SkillConfig, horizon: int) -> BatchedSim:
     return make_sim(spec, sim_cfg, num_envs=1, horizon=horizon, seed=cfg.seed + 10_007)
 
 
+def _frame_list(iou: np.ndarray) -> list[float]:
+    """A per-frame IoU as metrics.json stores it: plain floats, 4 decimals."""
+    return [round(float(x), 4) for x in iou]
+
+
 def evaluate(
     paths: SkillPaths,
     episodes: int = DEFAULT_EPISODES,
@@ -273,9 +278,9 @@ def evaluate(
                     frames_by_ep.append(np.asarray(pf, np.float64))
                     if k == 0:
                         first[name] = ep
-                        per_frame[name] = [round(float(x), 4) for x in pf]
+                per_frame[name] = _frame_list(frames_by_ep[0])
                 # every episode's frames are scored (a fall's later frames as 0), so they stack
-                per_frame_mean[name] = [round(float(x), 4) for x in np.mean(frames_by_ep, axis=0)]
+                per_frame_mean[name] = _frame_list(np.mean(frames_by_ep, axis=0))
                 results[name] = aggregate_episodes(eps)
                 spread[name] = spread_episodes(eps)
                 per_episode[name] = {
@@ -289,8 +294,7 @@ def evaluate(
         )
         results["teacher"] = tm
         spread["teacher"] = {k: 0.0 for k in tm}  # a replay is deterministic
-        per_frame["teacher"] = [round(float(x), 4) for x in tpf]
-        per_frame_mean["teacher"] = per_frame["teacher"]
+        per_frame["teacher"] = per_frame_mean["teacher"] = _frame_list(tpf)
 
     if write_video:
         from nil.evaluation.video import compose_side_by_side, write_side_by_side
